@@ -1,0 +1,1 @@
+"""Image sources, superpixels, shards and their readers."""

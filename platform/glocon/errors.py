@@ -1,0 +1,17 @@
+"""Exception types. Every error names the file, key or field and what was expected."""
+
+
+class GloconError(Exception):
+    """Base class for errors glocon raises on bad input."""
+
+
+class ConfigError(GloconError, ValueError):
+    """A config file or override is missing, unknown, or of the wrong type."""
+
+
+class DataError(GloconError, ValueError):
+    """An input file or sample does not fit what glocon expects."""
+
+
+class CheckpointError(GloconError, ValueError):
+    """A checkpoint or export cannot be loaded safely."""

@@ -1,0 +1,1 @@
+"""Backbones, heads and the prior extractor (with its momentum twin)."""

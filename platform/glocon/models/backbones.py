@@ -1,0 +1,127 @@
+"""torchvision backbones as feature pyramids, built offline.
+
+Weights never come from the network: ``weights`` is None (random init), a local file holding a
+state dict (loaded with ``weights_only=True``), or ``package:<name>`` for weights that a
+pip-installed package ships (see ``PACKAGED_WEIGHTS``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+from glocon.errors import CheckpointError
+
+# (builder, stage channels); ResNet stages follow torchvision's layer1..layer4 naming.
+_RESNETS: dict[str, tuple[Callable[..., nn.Module], dict[str, int]]] = {
+    "resnet18": (tvm.resnet18, {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}),
+    "resnet50": (tvm.resnet50, {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}),
+    "resnet101": (tvm.resnet101, {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}),
+}
+# vgg16_bn split into four stages at its pooling layers, as PFENet does for its VGG variant.
+_VGG_STAGES = {"layer1": (0, 14), "layer2": (14, 24), "layer3": (24, 34), "layer4": (34, 43)}
+_VGG_CHANNELS = {"layer1": 128, "layer2": 256, "layer3": 512, "layer4": 512}
+
+# name -> callable(backbone) that loads weights a pip package carries. Filled by optional modules.
+PACKAGED_WEIGHTS: dict[str, Callable[[nn.Module], None]] = {}
+
+BACKBONES = (*_RESNETS, "vgg16_bn")
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+class Backbone(nn.Module):
+    """A CNN exposed as four stages. forward(x: (B, 3, H, W)) -> {stage: (B, C_s, H_s, W_s)}."""
+
+    def __init__(self, name: str, stages: nn.ModuleDict, channels: dict[str, int]) -> None:
+        super().__init__()
+        self.name = name
+        self.stages = stages
+        self.channels = dict(channels)
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels["layer4"]
+
+    def forward(self, x: torch.Tensor, upto: str = "layer4") -> dict[str, torch.Tensor]:
+        feats: dict[str, torch.Tensor] = {}
+        for name, stage in self.stages.items():
+            x = stage(x)
+            if name in self.channels:
+                feats[name] = x
+            if name == upto:
+                break
+        return feats
+
+
+def _resnet(name: str, dilated: bool) -> Backbone:
+    builder, channels = _RESNETS[name]
+    # Dilated layer3/4 keep an output stride of 8, as PFENet and the paper's dilated ResNet do.
+    kwargs = {"replace_stride_with_dilation": [False, True, True]} if dilated else {}
+    if name == "resnet18" and dilated:
+        # torchvision's BasicBlock refuses dilation > 1; keep stride 16 by dilating nothing.
+        raise ValueError("resnet18 does not support dilation in torchvision; use dilated=false")
+    net = builder(weights=None, **kwargs)
+    stages = nn.ModuleDict(
+        {
+            "stem": nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
+            "layer1": net.layer1,
+            "layer2": net.layer2,
+            "layer3": net.layer3,
+            "layer4": net.layer4,
+        }
+    )
+    return Backbone(name, stages, channels)
+
+
+def _vgg16_bn(dilated: bool) -> Backbone:
+    feats = tvm.vgg16_bn(weights=None).features
+    stages = nn.ModuleDict({k: nn.Sequential(*list(feats.children())[a:b]) for k, (a, b) in _VGG_STAGES.items()})
+    if dilated:
+        # Drop the pools that start layer3/layer4 so the stride stays 8 (PFENet's VGG layout).
+        for key in ("layer3", "layer4"):
+            mods = [m for m in stages[key] if not isinstance(m, nn.MaxPool2d)]
+            stages[key] = nn.Sequential(*mods)
+    return Backbone("vgg16_bn", stages, _VGG_CHANNELS)
+
+
+def load_weights_file(module: nn.Module, path: str, strict: bool = False) -> None:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"backbone weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"backbone weights {path}: cannot be loaded with weights_only=True ({exc})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    missing, unexpected = module.load_state_dict(state, strict=strict)
+    if strict is False and len(missing) == len(module.state_dict()):
+        raise CheckpointError(f"backbone weights {path}: no key matched the {type(module).__name__} state dict")
+
+
+def build_backbone(name: str, dilated: bool = False, weights: str | None = None) -> Backbone:
+    """Build ``name`` (one of ``BACKBONES`` or a packaged one) and load ``weights`` if given."""
+    if name in _RESNETS:
+        backbone = _resnet(name, dilated)
+    elif name == "vgg16_bn":
+        backbone = _vgg16_bn(dilated)
+    elif name in EXTRA_BACKBONES:
+        backbone = EXTRA_BACKBONES[name](dilated)
+    else:
+        raise ValueError(f"backbone {name!r}: expected one of {sorted((*BACKBONES, *EXTRA_BACKBONES))}")
+    if weights:
+        if weights.startswith("package:"):
+            pkg = weights.split(":", 1)[1]
+            if pkg not in PACKAGED_WEIGHTS:
+                raise CheckpointError(f"weights {weights!r}: no installed package provides {pkg!r} (known: {sorted(PACKAGED_WEIGHTS)})")
+            PACKAGED_WEIGHTS[pkg](backbone)
+        else:
+            load_weights_file(backbone, weights)
+    return backbone
+
+
+# name -> builder(dilated) for backbones defined in optional modules (e.g. EfficientNet-Lite0).
+EXTRA_BACKBONES: dict[str, Callable[[bool], Backbone]] = {}

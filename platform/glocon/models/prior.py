@@ -1,0 +1,129 @@
+"""The prior extractor F_p (paper Sec. IV-A) and its export format.
+
+F_p = backbone + a global head (MoCo v2's MLP: dim -> dim -> 128) + a local head (the same MLP as
+1x1 convs, giving a dense 128-d map). Pretraining trains all three; plugins load the export and
+read ``prior_features`` (Eq. 8: P_q = F_p(I_q)).
+
+Inputs are images in [0, 1]; ImageNet normalisation happens inside, so every consumer feeds
+the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glocon.config import GloconModel
+from glocon.errors import CheckpointError
+from glocon.io import atomic_open, sha256_file
+from glocon.models.backbones import build_backbone
+
+EXPORT_FORMAT = "glocon.prior_extractor/v1"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PriorArch(GloconModel):
+    """Everything needed to rebuild a prior extractor from its state dict."""
+
+    backbone: str = "resnet50"  # the paper's default; the CPU demo uses a smaller one
+    dilated: bool = False
+    weights: str | None = None  # init weights (local file or package:<name>); None = random
+    proj_dim: int = 128  # MoCo v2's output dim
+    hidden_dim: int | None = None  # None: the backbone's channel count (MoCo v2: dim -> dim -> 128)
+    prior_source: Literal["backbone", "local_head"] = "backbone"
+
+
+class PriorExtractor(nn.Module):
+    def __init__(self, arch: PriorArch, load_init_weights: bool = True) -> None:
+        super().__init__()
+        self.arch = arch
+        self.backbone = build_backbone(arch.backbone, arch.dilated, arch.weights if load_init_weights else None)
+        dim = self.backbone.out_channels
+        hidden = arch.hidden_dim or dim
+        # MoCo v2 (facebookresearch/moco, builder.py, mlp=True): fc(dim, dim) -> ReLU -> fc(dim, 128)
+        self.global_head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, arch.proj_dim))
+        self.local_head = nn.Sequential(
+            nn.Conv2d(dim, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, arch.proj_dim, 1)
+        )
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of ``prior_features``."""
+        return self.arch.proj_dim if self.arch.prior_source == "local_head" else self.backbone.out_channels
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> backbone's last stage (B, C, h, w)."""
+        return self.backbone(self.normalize(images))["layer4"]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> (global q: (B, D) L2-normalised, dense map: (B, D, h, w) NOT normalised).
+
+        The dense map is normalised after patch pooling (losses.pool_patches), not per pixel.
+        """
+        feat = self.features(images)
+        g = self.global_head(feat.mean(dim=(2, 3)))
+        dense = self.local_head(feat)
+        return F.normalize(g, dim=1), dense
+
+    @torch.no_grad()
+    def prior_features(self, images: torch.Tensor) -> torch.Tensor:
+        """P_q = F_p(I_q) (Eq. 8): (B, 3, H, W) in [0, 1] -> (B, C, h, w)."""
+        feat = self.features(images)
+        return self.local_head(feat) if self.arch.prior_source == "local_head" else feat
+
+
+def save_export(model: PriorExtractor, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> str:
+    """Write the export plugins load: plain tensors + the architecture, loadable with weights_only=True."""
+    payload = {
+        "format": EXPORT_FORMAT,
+        "arch": model.arch.model_dump(mode="json"),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }
+    with atomic_open(path, "wb") as fh:
+        torch.save(payload, fh)
+    return sha256_file(path)
+
+
+def read_export(path: str | os.PathLike) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"prior export not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"prior export {path}: refused or unreadable with torch.load(weights_only=True) ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"prior export {path}: expected format {EXPORT_FORMAT!r}, got {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r}")
+    for field in ("arch", "state_dict"):
+        if field not in payload:
+            raise CheckpointError(f"prior export {path}: missing field {field!r}")
+    return payload
+
+
+def load_prior_extractor(path: str | os.PathLike, map_location: str | torch.device = "cpu", freeze: bool = True) -> PriorExtractor:
+    """Rebuild the prior extractor of an export; frozen and in eval mode unless ``freeze=False``."""
+    payload = read_export(path)
+    arch = PriorArch.model_validate(payload["arch"])
+    model = PriorExtractor(arch, load_init_weights=False)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"prior export {path}: state dict does not fit {arch.backbone} ({exc})") from None
+    model.to(map_location)
+    if freeze:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    return model
