@@ -1,0 +1,116 @@
+"""``glocon``: one CLI whose subcommands mirror ``jobs/``.
+
+Each job stays a plain script (``python jobs/X.py``) so ``ray job submit`` can run it; the CLI
+loads the same script and calls its ``main(argv)``, so there is one code path per job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
+
+EXAMPLES = """examples:
+  glocon shards --config configs/shards-coco128.yaml longest_side=320
+  glocon pretrain --config configs/pretrain-demo.yaml train.epochs=2
+  glocon sweep --config configs/sweep-table6.yaml
+  glocon bank build --config configs/bank-demo.yaml prior=runs/demo/pretrain/prior.pt
+  glocon bank query --config configs/bank-demo.yaml key=embedded/000001 point=[40,60]
+  glocon bank stats --config configs/bank-demo.yaml
+  glocon fewshot fit --plugin qgnet --config configs/fewshot-demo.yaml
+  glocon fewshot eval --plugin proto --config configs/fewshot-demo.yaml
+  glocon show superpixels --shards runs/demo/shards --key embedded/000003 --out fig4.png
+  glocon plugins
+  glocon demo                      # the whole pipeline on the embedded data
+"""
+
+# subcommand -> (job script, help)
+JOBS = {
+    "shards": ("make_shards.py", "turn a folder / VOC / COCO / FSS-1000 layout into WebDataset shards"),
+    "pretrain": ("pretrain.py", "pretrain the prior extractor (global + local InfoNCE) under Ray Train"),
+    "sweep": ("sweep.py", "Ray Tune sweep over tau, patch method and epochs, scored downstream"),
+    "fewshot": ("fewshot.py", "fit or evaluate a few-shot plugin: fewshot fit|eval --plugin NAME"),
+    "demo": ("demo.py", "run the whole pipeline end to end on the embedded default data"),
+}
+BANK = {"build": "build_bank.py", "query": "query_bank.py", "stats": "query_bank.py"}
+
+
+def load_job(script: str) -> ModuleType:
+    path = JOBS_DIR / script
+    if not path.is_file():
+        raise SystemExit(f"glocon: job script {path} not found (the CLI runs the scripts of a source checkout)")
+    spec = importlib.util.spec_from_file_location(f"glocon_job_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_job(script: str, argv: list[str]) -> int:
+    return int(load_job(script).main(argv) or 0)
+
+
+def _plugins(_: list[str]) -> int:
+    from glocon.plugins import list_plugins
+
+    rows = list_plugins()
+    for row in rows:
+        print("  ".join(str(v) for v in row.values()))
+    return 0 if rows else 1
+
+
+def _show(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="glocon show superpixels", description="Write a Fig. 4-style picture: image, SLIC and FH boundaries.")
+    parser.add_argument("what", choices=["superpixels"])
+    parser.add_argument("--shards", required=True, help="shard folder or manifest.json")
+    parser.add_argument("--key", required=True, help="sample key, e.g. embedded/000003")
+    parser.add_argument("--out", default="superpixels.png")
+    args = parser.parse_args(argv)
+    from glocon.data.readers import ShardIndex
+    from glocon.viz.superpixels import superpixel_figure
+
+    sample = ShardIndex(args.shards).get(args.key)
+    out = superpixel_figure(sample.image, sample.slic, sample.fh, args.out, title=args.key)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="glocon",
+        description="glocon: global + local contrastive priors for few-shot segmentation.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
+    for name, (_, text) in JOBS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    sub.add_parser("bank", help="bank build|query|stats: FAISS bank of prior patch features", add_help=False)
+    sub.add_parser("show", help="show superpixels: the Fig. 4 picture for one sample", add_help=False)
+    sub.add_parser("plugins", help="list the few-shot plugins found by entry point")
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd in JOBS:
+        return _run_job(JOBS[cmd][0], rest)
+    if cmd == "bank":
+        if not rest or rest[0] not in BANK:
+            parser.error("bank needs one of: build, query, stats")
+        script = BANK[rest[0]]
+        return _run_job(script, rest if script == "query_bank.py" else rest[1:])
+    if cmd == "show":
+        return _show(rest)
+    if cmd == "plugins":
+        return _plugins(rest)
+    parser.error(f"unknown command {cmd!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
