@@ -66,15 +66,13 @@ def _plugins(_: list[str]) -> int:
 def _show(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="glocon show superpixels", description="Write a Fig. 4-style picture: image, SLIC and FH boundaries.")
     parser.add_argument("what", choices=["superpixels"])
-    parser.add_argument("--shards", required=True, help="shard folder or manifest.json")
+    parser.add_argument("--shards", required=True, help="shard folder, manifest.json or .tar files")
     parser.add_argument("--key", required=True, help="sample key, e.g. embedded/000003")
     parser.add_argument("--out", default="superpixels.png")
     args = parser.parse_args(argv)
-    from glocon.data.readers import ShardIndex
-    from glocon.viz.superpixels import superpixel_figure
+    from glocon.viz.superpixels import show_superpixels
 
-    sample = ShardIndex(args.shards).get(args.key)
-    out = superpixel_figure(sample.image, sample.slic, sample.fh, args.out, title=args.key)
+    out = show_superpixels(args.shards, args.key, args.out)
     print(f"wrote {out}")
     return 0
 

@@ -11,6 +11,7 @@ import importlib
 from typing import Literal
 
 from glocon.config import GloconModel
+from glocon.data.imageio import MAX_IMAGE_PIXELS
 from glocon.data.record import MIN_CLASS_PIXELS, Record
 
 LAYOUTS = ("folder", "voc", "coco", "fss", "embedded")
@@ -22,8 +23,10 @@ class EmbeddedConfig(GloconModel):
     n_images: int = 400
     size: int = 256
     seed: int = 0
-    objects_per_image: tuple[int, int] = (1, 3)
-    cache_dir: str | None = None  # where generated images are written; None: <out>/embedded
+    objects_per_image: tuple[int, int] = (1, 3)  # inclusive range, drawn per image
+    cache_dir: str | None = None  # root of the generated files; None: $GLOCON_CACHE or runs/cache
+    object_area: tuple[float, float] = (0.04, 0.12)  # object area as a fraction of the image (before occlusion)
+    ignore_border: int = 0  # >0: pixels this close to a label change become 255, as in VOC
 
 
 class LayoutConfig(GloconModel):
@@ -34,6 +37,15 @@ class LayoutConfig(GloconModel):
     min_class_pixels: int = MIN_CLASS_PIXELS
     limit: int | None = None  # keep the first N records (sorted by key), for smoke runs
     embedded: EmbeddedConfig = EmbeddedConfig()
+    # decoding: images with more pixels are refused as decompression bombs (None: no limit)
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS
+    # voc trainaug: SBD ids (one id, or PFENet's `JPEGImages/X.jpg SegmentationClassAug/X.png`, per
+    # line); None: every id with a SegmentationClassAug PNG. PFENet's 5953-image list needs its
+    # splits/pfenet/pascal/sbd_data.txt here.
+    voc_sbd_list: str | None = None
+    # fss: folder with HSNet's trn.txt / val.txt / test.txt class lists; None:
+    # ../shared/data/splits/hsnet/fss relative to the working directory, when it exists
+    fss_split_dir: str | None = None
 
 
 def open_layout(cfg: LayoutConfig) -> list[Record]:

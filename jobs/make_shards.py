@@ -1,0 +1,41 @@
+"""Turn a dataset layout (folder, VOC, COCO, FSS-1000, embedded) into WebDataset shards on Ray.
+
+    python jobs/make_shards.py --config configs/shards-coco128.yaml [key=value ...]
+
+e.g. ``longest_side=320 samples_per_shard=64 data.limit=100 strict=true``. Writes
+``{out_dir}/{prefix}-000000.tar ...``, ``manifest.json`` and ``config.resolved.yaml``. Rerunning
+the same command after an interruption rebuilds only the missing or damaged shards. Starts a local
+Ray bound to 127.0.0.1 when none is running, or joins ``ray.address`` / ``RAY_ADDRESS`` (which
+``ray job submit`` sets); on a cluster, ``out_dir`` and the data must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from glocon.config import load_config, split_cli
+from glocon.data.shards import ShardsConfig, make_shards
+from glocon.errors import ConfigError, GloconError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        path, overrides = split_cli(argv)
+        cfg = load_config(ShardsConfig, path, overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        make_shards(cfg)  # prints progress, then the summary (shards, samples, what was rejected)
+    except GloconError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

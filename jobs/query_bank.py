@@ -1,0 +1,68 @@
+"""Query a bank by patch (``main``) or score it by class purity (``stats_main``).
+
+    python jobs/query_bank.py --config configs/bank-coco128.yaml key=coco128/train2017/000000000009 point=[40,30]
+    python jobs/query_bank.py bank=runs/bank image=photo.jpg box=[10,10,50,60] k=12
+    python jobs/query_bank.py stats --config configs/bank-coco128.yaml k=10
+
+The config file is the bank's own YAML (a ``BankConfig``); overrides address its ``query:``
+(or ``stats:``) section, so ``k=12`` means ``query.k=12``. ``bank`` defaults to the config's ``out``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from glocon.bank.config import BankConfig
+from glocon.bank.query import query_bank
+from glocon.bank.stats import bank_stats
+from glocon.config import load_config, split_cli
+from glocon.errors import GloconError
+
+
+def load_section(section: str, argv: list[str]) -> Any:
+    """The ``query``/``stats`` section of a bank config, with overrides applied inside it."""
+    path, overrides = split_cli(argv)
+    cfg = load_config(BankConfig, path, [f"{section}.{o}" for o in overrides])
+    sub = getattr(cfg, section)
+    if sub.bank is None:
+        sub.bank = cfg.out
+    return sub
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["stats"]:
+        return stats_main(argv[1:])
+    try:
+        result = query_bank(load_section("query", argv))
+    except GloconError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    q = result["query"]
+    where = q["superpixel"] if q["superpixel"] is not None else q["box"]
+    print(f"query {q['key'] or q['source']} {q['kind']} {where} class={q['class_name']} -> "
+          f"{len(result['hits'])} hits ({result['factory']}, nprobe {result['nprobe']})")
+    for h in result["hits"]:
+        print(f"  #{h['rank']:<3} {h['score']:.4f}  {h['key']}  superpixel {h['superpixel']}  class {h['class_name']}")
+    print(f"hits: {result['out']}/hits.json\nsheet: {result['sheet']['path']}")
+    return 0
+
+
+def stats_main(argv: list[str] | None = None) -> int:
+    try:
+        result = bank_stats(load_section("stats", list(sys.argv[1:] if argv is None else argv)))
+    except GloconError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"class purity@{result.get('k')} over {result['queries']} queries ({result.get('factory')}):")
+    for row in result["per_class"].values():
+        print(f"  {row['name']:<24} n={row['queries']:<5} purity={row['purity']:.3f}  chance={row['chance']:.3f}")
+    if result["overall"] is not None:
+        print(f"overall = {result['overall']:.4f}\nmacro = {result['macro']:.4f}\nchance = {result['chance']:.4f}")
+    print(f"stats: {result['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Ray Tune sweep over tau, patch method, epochs (and loss weights), scored by a plugin objective.
+
+    python jobs/sweep.py --config configs/sweep-demo.yaml [key=value ...]
+
+Rerun the same command (same ``name``) to resume an interrupted sweep with ``Tuner.restore``.
+Writes results.md / results.csv, best-pretrain.yaml and objective_vs_epoch.png in
+``<storage_path>/<name>/``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from glocon.config import split_cli
+from glocon.errors import GloconError
+
+
+def main(argv: list[str] | None = None) -> int:
+    from glocon.tune.space import load_sweep_config
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        path, overrides = split_cli(argv)
+        cfg = load_sweep_config(path, overrides)
+        from glocon.tune.sweep import run_sweep
+
+        res = run_sweep(cfg)
+    except GloconError as exc:
+        print(f"sweep: {exc}", file=sys.stderr)
+        return 2
+    best = res.best
+    print(f"sweep {cfg.name}: {len(res.trials)} trials, {len(res.stopped_early)} stopped early by ASHA"
+          + (" (resumed)" if res.restored else ""))
+    if best is not None:
+        print(f"best: {best.trial_id} {best.params} {cfg.objective.metric}={best.objective:.4f}")
+    print(f"table: {res.table_md}\ntable: {res.table_csv}\nbest config: {res.best_config}\nplot: {res.plot}")
+    failed = [t for t in res.trials if t.status == "error"]
+    if failed:
+        print(f"{len(failed)} trial(s) failed: " + "; ".join(f"{t.trial_id}: {t.error}" for t in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

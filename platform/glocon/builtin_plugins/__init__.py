@@ -1,0 +1,1 @@
+"""Plugins shipped with glocon itself (registered through entry points like any other)."""

@@ -1,0 +1,161 @@
+"""``proto``: the training-free baseline head (masked-average prototype + cosine + threshold).
+
+It is PANet's non-parametric step (Wang et al., ICCV 2019, ``kaixin96/PANet``, ``models/fewshot.py``:
+``getFeatures`` = masked average pooling of the support features upsampled to the mask,
+``calDist`` = cosine similarity x 20, prototypes averaged over shots) reduced to one foreground
+prototype and a threshold. ``mode="fg_bg"`` keeps PANet's foreground + background prototypes
+and takes the argmax instead.
+
+It reads the features of any prior extractor export (``source="prior"``, the default: this is
+how sweeps score a freshly pretrained prior cheaply) or of a plain backbone (``source="backbone"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glocon.config import GloconModel
+from glocon.errors import ConfigError
+from glocon.models.backbones import build_backbone
+from glocon.models.prior import IMAGENET_MEAN, IMAGENET_STD, PriorExtractor, load_prior_extractor
+from glocon.plugins import Plugin
+
+IGNORE_INDEX = 255
+EPS = 1e-7
+
+
+class ProtoConfig(GloconModel):
+    source: Literal["prior", "backbone"] = "prior"
+    # prior_features: P_q as the export defines it; local_head: the dense 128-d head; layerN: a backbone stage
+    layer: Literal["prior_features", "local_head", "layer2", "layer3", "layer4"] = "prior_features"
+    prior_path: str | None = None  # used when build_model gets no prior and source="prior"
+    backbone: str = "resnet50"  # source="backbone" only
+    backbone_weights: str | None = None  # local file or package:<name>; None = random init
+    dilated: bool = False
+    mode: Literal["threshold", "fg_bg"] = "threshold"
+    normalize: bool = True  # min-max normalise the cosine map per query (as Eq. 12) before thresholding
+    threshold: float = 0.5  # foreground where the (normalised) cosine exceeds it
+    scale: float = 20.0  # PANet multiplies cosines by 20 before the softmax
+
+
+def masked_average_pool(feats: torch.Tensor, masks: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """feats (N, C, h, w), masks (N, 1, H, W) in [0, 1] -> prototypes (N, C) = sum(f * m) / (sum(m) + eps).
+
+    PANet upsamples the features to the mask; we area-downsample the mask to the features
+    instead, which equals pooling nearest-upsampled features and costs C*h*w, not C*H*W. Unlike
+    a bilinear resize of the mask, a small object never vanishes between sampling points.
+    eps (PANet: 1e-5) keeps an empty mask finite.
+    """
+    if tuple(masks.shape[-2:]) != tuple(feats.shape[-2:]):
+        masks = F.interpolate(masks, size=feats.shape[-2:], mode="area")
+    return (feats * masks).sum(dim=(2, 3)) / (masks.sum(dim=(2, 3)) + eps)
+
+
+def prototype_similarity(feats: torch.Tensor, proto: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Cosine between every position of feats (B, C, h, w) and its image's prototype (B, C) -> (B, h, w)."""
+    dots = (feats * proto[:, :, None, None]).sum(dim=1)
+    return dots / (feats.norm(dim=1) * proto.norm(dim=1)[:, None, None] + eps)
+
+
+def _min_max(s: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    flat = s.flatten(1)
+    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+    return (s - lo[:, None, None]) / (hi - lo + eps)[:, None, None]
+
+
+class ProtoSegmenter(nn.Module):
+    """The segmenter interface of ``glocon.plugins``; no trainable parameter."""
+
+    def __init__(self, cfg: ProtoConfig, prior: PriorExtractor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.prior: PriorExtractor | None = None
+        self.backbone: nn.Module | None = None
+        if cfg.source == "prior":
+            if prior is None:
+                if not cfg.prior_path:
+                    raise ConfigError("proto: source='prior' needs a prior extractor (give one to build_model or set prior_path)")
+                prior = load_prior_extractor(cfg.prior_path)
+            self.prior = prior
+            module: nn.Module = prior
+        else:
+            if cfg.layer in ("prior_features", "local_head"):
+                raise ConfigError(f"proto: layer={cfg.layer!r} needs source='prior'; a backbone offers layer2, layer3, layer4")
+            self.backbone = build_backbone(cfg.backbone, cfg.dilated, cfg.backbone_weights)
+            module = self.backbone
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "ProtoSegmenter":
+        super().train(mode)
+        for m in (self.prior, self.backbone):
+            if m is not None:
+                m.eval()  # never update BatchNorm statistics: this head is training-free
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, C, h, w) from the configured source and layer."""
+        layer = self.cfg.layer
+        if self.prior is not None:
+            if layer == "prior_features":
+                return self.prior.prior_features(images)
+            if layer == "local_head":
+                return self.prior.local_head(self.prior.features(images))
+            return self.prior.backbone(self.prior.normalize(images), upto=layer)[layer]
+        assert self.backbone is not None
+        return self.backbone((images - self.mean) / self.std, upto=layer)[layer]
+
+    @torch.no_grad()
+    def forward(self, query: torch.Tensor, support_images: torch.Tensor, support_masks: torch.Tensor) -> dict[str, Any]:
+        cfg = self.cfg
+        b, k = support_images.shape[:2]
+        qf = self.features(query)  # (B, C, h, w)
+        sf = self.features(support_images.flatten(0, 1))  # (B*K, C, h', w')
+        fg = (support_masks == 1).to(query.dtype).flatten(0, 1).unsqueeze(1)  # 255 counts as neither
+        proto_fg = masked_average_pool(sf, fg).view(b, k, -1).mean(dim=1)  # K-shot: average the prototypes
+        sim_fg = prototype_similarity(qf, proto_fg)  # (B, h, w)
+        if cfg.mode == "fg_bg":
+            bg = (support_masks == 0).to(query.dtype).flatten(0, 1).unsqueeze(1)
+            proto_bg = masked_average_pool(sf, bg).view(b, k, -1).mean(dim=1)
+            scores = torch.stack([prototype_similarity(qf, proto_bg), sim_fg], dim=1) * cfg.scale
+        else:
+            s = _min_max(sim_fg) if cfg.normalize else sim_fg
+            # sigmoid(scale * (s - t)) is the foreground probability; argmax == (s > t)
+            margin = (s - cfg.threshold) * (cfg.scale / 2)
+            scores = torch.stack([-margin, margin], dim=1)
+        logits = F.interpolate(scores, size=query.shape[-2:], mode="bilinear", align_corners=True)
+        return {"logits": logits, "guided_region_map": _min_max(sim_fg).unsqueeze(1)}
+
+    def loss(self, out: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """CE with 255 ignored (reported only: nothing here trains)."""
+        logits = out["logits"]
+        if tuple(logits.shape[-2:]) != tuple(target.shape[-2:]):
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=True)
+        if not (target != IGNORE_INDEX).any():
+            return logits.sum() * 0.0, {"loss": 0.0}
+        loss = F.cross_entropy(logits, target.long(), ignore_index=IGNORE_INDEX)
+        return loss, {"loss": float(loss)}
+
+
+class ProtoPlugin(Plugin):
+    name = "proto"
+    config_model = ProtoConfig
+    trainable = False
+    description = "training-free baseline: masked-average support prototype, cosine, threshold (PANet's non-parametric step)"
+
+    def build_model(self, cfg: ProtoConfig, prior: PriorExtractor | None = None) -> ProtoSegmenter:
+        return ProtoSegmenter(self.make_config(cfg), prior)
+
+
+plugin = ProtoPlugin()

@@ -1,0 +1,324 @@
+"""Reading shards: a stream for training, random access by key for few-shot episodes.
+
+Both decode members with ``glocon.data.schema.decode_sample``, never webdataset's
+``.decode("rgb")``: that turns a PNG mask into a float RGB array in [0, 1] and the class ids are
+lost (issue 3, measured). Both refuse hostile tars: a member whose name is absolute or contains
+``..`` is a ``DataError`` naming the shard and the member (a reader never extracts, but a name like
+that only comes from a tool that should not be trusted), and so is a truncated tar.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from itertools import islice
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from glocon.data.schema import Sample, decode_sample, tar_key
+from glocon.data.shards import MANIFEST_NAME, Manifest, ShardEntry
+from glocon.errors import DataError
+from glocon.io import sha256_file
+
+BLOCK = 512  # tar block size; an archive ends with two zero blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# Shard lists and tar sanity
+# ---------------------------------------------------------------------------------------------
+
+
+def shard_urls(dir_or_manifest: str | os.PathLike) -> list[str]:
+    """Absolute shard paths in order: from manifest.json when there is one, else the folder's *.tar."""
+    p = Path(dir_or_manifest)
+    if p.is_file() or (p.is_dir() and (p / MANIFEST_NAME).is_file()):
+        return Manifest.load(p).urls()
+    if p.is_dir():
+        tars = sorted(str(t.resolve()) for t in p.glob("*.tar"))
+        if tars:
+            return tars
+        raise DataError(f"no shards in {p}: expected {MANIFEST_NAME} or *.tar files (run jobs/make_shards.py)")
+    raise DataError(f"shard folder or manifest not found: {p}")
+
+
+def unsafe_member(name: str) -> bool:
+    """An absolute name or one with a ``..`` component would escape the folder it is extracted to."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    return path.is_absolute() or ".." in path.parts
+
+
+def check_tar_end(path: str | os.PathLike) -> None:
+    """A finished tar is whole blocks ending in two zero blocks; anything else was cut short.
+
+    Python's ``tarfile`` treats a file that stops at a header boundary as a shorter, valid
+    archive, so a truncated shard would silently lose samples without this check.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            fh.seek(max(size - 2 * BLOCK, 0))
+            tail = fh.read(2 * BLOCK)
+    except OSError as exc:
+        raise DataError(f"shard {p}: cannot read ({exc})") from None
+    if size < 2 * BLOCK or size % BLOCK or tail.count(0) != len(tail):
+        raise DataError(f"shard {p}: truncated tar ({size} bytes, no end-of-archive marker)")
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url and not url.startswith("pipe:")
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming (training)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Deferred(DataError):
+    """Raised inside webdataset's tar iterator, which does not know the shard; re-raised with it."""
+
+
+class _UnsafeMember(DataError):
+    pass
+
+
+def _refuse_unsafe(name: str) -> str:
+    """``rename_files`` hook: webdataset calls it with every regular member's name."""
+    if unsafe_member(name):
+        raise _UnsafeMember(f"tar member {name!r} has an absolute path or '..' (refused)")
+    return name
+
+
+def _reason(exn: BaseException) -> str:
+    # webdataset appends " @ <stream>" to the first arg; the shard is named by the caller instead.
+    first = str(exn.args[0]).split(" @ ")[0] if exn.args else type(exn).__name__
+    if isinstance(exn, DataError):
+        return getattr(exn, "reason", None) or first
+    if isinstance(exn, (tarfile.TarError, EOFError)):
+        return f"truncated or corrupt tar ({first})"
+    return f"{type(exn).__name__}: {first}"
+
+
+class _ShardErrors:
+    """webdataset ``handler``: turn any failure into a DataError that names the shard.
+
+    webdataset calls the handler twice for an error inside a tar: first in ``tar_file_iterator``
+    (which only knows the stream), then in ``tar_file_expander``, which appends the url to the
+    exception's args. The first call defers, the second names the shard.
+    """
+
+    def __init__(self, urls: Sequence[str]):
+        self.urls = set(urls)
+
+    def __call__(self, exn: BaseException) -> bool:
+        url = next((a for a in reversed(exn.args) if isinstance(a, str) and a in self.urls), None)
+        reason = _reason(exn)
+        if url is None:
+            err = _Deferred(reason)
+            err.reason = reason
+            raise err from exn
+        raise DataError(f"shard {url}: {reason}") from exn
+
+
+class _Split:
+    """Explicit node split (rank, world_size) for callers outside torch.distributed; picklable."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.rank, self.world_size = rank, world_size
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        yield from islice(src, self.rank, None, self.world_size)
+
+
+class _CheckedShards:
+    """Worker split, then the truncation check on each local shard this worker will read."""
+
+    def __init__(self, worker_split: Callable | None):
+        self.worker_split = worker_split
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        for item in self.worker_split(src) if self.worker_split else src:
+            if _is_local(item["url"]):
+                check_tar_end(item["url"])
+            yield item
+
+
+def _decode(raw: dict[str, Any]) -> Sample:
+    return decode_sample(raw, shard=str(raw.get("__url__", "")))
+
+
+def stream_samples(
+    urls: str | os.PathLike | Sequence[str],
+    *,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    epochs: int = 1,
+    split_by_node: bool = True,
+    split_by_worker: bool = True,
+    resampled: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+):
+    """A ``webdataset.WebDataset`` of decoded ``Sample`` objects (an IterableDataset).
+
+    urls: shard paths, or a shard folder / manifest. Shards are split across nodes with
+    webdataset's ``split_by_node`` (torch.distributed rank, which Ray Train initialises) or, when
+    ``rank`` and ``world_size`` are given, by that explicit rank; then across DataLoader workers
+    with ``split_by_worker``. ``shuffle_buffer > 0`` shuffles the shard order and the samples
+    (seeded, a new order each epoch). ``resampled=True`` draws shards with replacement forever
+    (seeded per rank and worker); ``epochs`` is then ignored.
+    """
+    import webdataset as wds
+
+    if isinstance(urls, (str, os.PathLike)):
+        urls = shard_urls(urls)
+    urls = [str(u) for u in urls]
+    if not urls:
+        raise DataError("stream_samples: no shard urls given")
+    if (rank is None) != (world_size is None):
+        raise DataError("stream_samples: give both rank and world_size, or neither")
+    if world_size is not None:
+        if not 0 <= rank < world_size:
+            raise DataError(f"stream_samples: rank {rank} is not in [0, {world_size})")
+        if len(urls) < world_size and not resampled:
+            raise DataError(f"stream_samples: {len(urls)} shards cannot be split over {world_size} ranks; make more shards")
+        nodesplitter: Callable | None = _Split(rank, world_size)
+    else:
+        nodesplitter = wds.split_by_node if split_by_node else None
+    handler = _ShardErrors(urls)
+    ds = wds.WebDataset(
+        urls,
+        handler=handler,
+        resampled=resampled,
+        shardshuffle=len(urls) if shuffle_buffer > 0 and not resampled else False,
+        detshuffle=True,
+        seed=seed,
+        nodesplitter=nodesplitter,
+        workersplitter=_CheckedShards(wds.split_by_worker if split_by_worker else None),
+        rename_files=_refuse_unsafe,
+        empty_check=False,
+    )
+    if resampled:
+        # WebDataset(resampled=True) seeds from the clock; seed it (per rank/worker, per epoch).
+        ds.pipeline[0] = wds.ResampledShards(urls, seed=seed, deterministic=True)
+    if shuffle_buffer > 0:
+        # A seed apart from the shard shuffle's, so the two orders are not drawn from one stream.
+        ds.append(wds.detshuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seed + 1_000_003))
+    ds = ds.map(_decode)
+    if not resampled and epochs != 1:
+        ds = ds.repeat(nepochs=epochs)
+    return ds
+
+
+# ---------------------------------------------------------------------------------------------
+# Random access (episodes)
+# ---------------------------------------------------------------------------------------------
+
+
+def scan_tar(path: str | os.PathLike) -> dict[str, dict[str, tuple[int, int]]]:
+    """Read the headers of a tar once: {tar key: {member suffix: (data offset, size)}}.
+
+    Refuses absolute or ``..`` member names and truncated archives (DataError naming the shard).
+    """
+    from webdataset.tariterators import base_plus_ext
+
+    p = Path(path)
+    check_tar_end(p)
+    size = p.stat().st_size
+    samples: dict[str, dict[str, tuple[int, int]]] = {}
+    try:
+        with tarfile.open(p, mode="r:") as tf:
+            for info in tf:
+                if unsafe_member(info.name):
+                    raise DataError(f"shard {p}: tar member {info.name!r} has an absolute path or '..' (refused)")
+                if not info.isreg():
+                    continue
+                if info.offset_data + info.size > size:
+                    raise DataError(f"shard {p}: truncated tar (member {info.name!r} runs past the end of the file)")
+                key, suffix = base_plus_ext(info.name)
+                if key is None:
+                    continue
+                members = samples.setdefault(key, {})
+                if suffix in members:
+                    raise DataError(f"shard {p}: member {info.name!r} appears twice")
+                members[suffix] = (info.offset_data, info.size)
+    except tarfile.TarError as exc:
+        raise DataError(f"shard {p}: truncated or corrupt tar ({exc})") from None
+    return samples
+
+
+class ShardIndex:
+    """Random access by key over the shards of a manifest (headers scanned once, reads seek).
+
+    Holds no open files, so it can be pickled to Ray or DataLoader workers.
+    """
+
+    def __init__(self, manifest_or_dir: str | os.PathLike | Manifest, verify: bool = False):
+        self.manifest = manifest_or_dir if isinstance(manifest_or_dir, Manifest) else Manifest.load(manifest_or_dir)
+        self._loc: dict[str, tuple[str, dict[str, tuple[int, int]]]] = {}
+        self._keys: list[str] = []
+        for entry in self.manifest.shards:
+            self._index_shard(entry, verify)
+
+    def _index_shard(self, entry: ShardEntry, verify: bool) -> None:
+        path = self.manifest.shard_path(entry.name)
+        if not path.is_file():
+            raise DataError(f"shard {path}: missing (listed in {self.manifest.root / MANIFEST_NAME})")
+        members = scan_tar(path)
+        actual = path.stat().st_size
+        if actual != entry.bytes:
+            raise DataError(f"shard {path}: {actual} bytes, the manifest says {entry.bytes} (truncated or replaced)")
+        if verify and sha256_file(path) != entry.sha256:
+            raise DataError(f"shard {path}: sha256 differs from the manifest's")
+        if len(members) != entry.count:
+            raise DataError(f"shard {path}: holds {len(members)} samples, the manifest says {entry.count}")
+        for key in entry.keys:
+            tk = tar_key(key)
+            if tk not in members:
+                raise DataError(f"shard {path}: sample {key!r} (tar key {tk!r}) listed in the manifest is missing")
+            self._loc[tk] = (str(path), members[tk])
+            self._keys.append(key)
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and tar_key(key) in self._loc
+
+    @property
+    def class_index(self) -> dict[int, list[str]]:
+        """class id -> keys of the samples where the class covers >= min_class_pixels."""
+        return self.manifest.classes
+
+    def shard_of(self, key: str) -> str:
+        return self._locate(key)[0]
+
+    def _locate(self, key: str) -> tuple[str, dict[str, tuple[int, int]]]:
+        try:
+            return self._loc[tar_key(key)]
+        except KeyError:
+            raise KeyError(f"sample {key!r} is not in the shards of {self.manifest.root}") from None
+
+    def get(self, key: str) -> Sample:
+        path, members = self._locate(key)
+        raw: dict[str, Any] = {"__key__": tar_key(key), "__url__": path}
+        try:
+            with open(path, "rb") as fh:
+                for suffix, (offset, size) in sorted(members.items(), key=lambda kv: kv[1][0]):
+                    fh.seek(offset)
+                    data = fh.read(size)
+                    if len(data) != size:
+                        raise DataError(f"shard {path}: truncated tar (sample {key!r}, field {suffix!r} cut short)")
+                    raw[suffix] = data
+        except OSError as exc:
+            raise DataError(f"shard {path}: cannot read sample {key!r} ({exc})") from None
+        sample = decode_sample(raw, shard=path)
+        if sample.key != key and tar_key(sample.key) != tar_key(key):
+            raise DataError(f"shard {path}, sample {key!r}, field 'json': key is {sample.key!r}")
+        return sample
+
+    def __getitem__(self, key: str) -> Sample:
+        return self.get(key)

@@ -1,0 +1,181 @@
+"""Episodes -> tensors: the query, its label at both resolutions, the supports and their masks.
+
+Reads through an ``EpisodeSource`` (``get(key) -> Sample``), so shards, an in-memory test set or
+any other reader plug in. Labels are binary per episode: 1 on the episode's class, 255 where
+the data says ignore, 0 elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from glocon.errors import DataError
+from glocon.fewshot.episodes import Episode
+from glocon.fewshot.transforms import ResizeInfo, binary_label, support_mask, eval_resize, train_augment
+
+
+class ShardEpisodeSource:
+    """``glocon.data.readers.ShardIndex`` as an episode source, plus ``image_classes(key)``: every
+    class an image holds at any pixel count (the sample's ``json`` member), so validation
+    episodes can drop an image with even a sliver of a novel class. Only that member is read."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+        self._classes: dict[str, dict[int, int]] = {}
+
+    @property
+    def class_index(self) -> Any:
+        return self.index.class_index
+
+    def get(self, key: str) -> Any:
+        return self.index.get(key)
+
+    def image_classes(self, key: str) -> dict[int, int]:
+        if key not in self._classes:
+            self._classes[key] = self._read_classes(key)
+        return self._classes[key]
+
+    def _read_classes(self, key: str) -> dict[int, int]:
+        import json
+
+        locate = getattr(self.index, "_locate", None)
+        if locate is not None:
+            path, members = locate(key)
+            if "json" in members:
+                offset, size = members["json"]
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    meta = json.loads(fh.read(size).decode("utf-8"))
+                return {int(c): int(n) for c, n in meta.get("classes", {}).items()}
+        return {int(c): int(n) for c, n in self.index.get(key).meta.get("classes", {}).items()}
+
+
+class CachedSource:
+    """Wraps a source with a small LRU of decoded samples (episodes reuse images a lot)."""
+
+    def __init__(self, source: Any, capacity: int = 256) -> None:
+        self.source = source
+        self.capacity = capacity
+        self.class_index = source.class_index
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+
+    def get(self, key: str) -> Any:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        sample = self.source.get(key)
+        self._cache[key] = sample
+        if len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return sample
+
+    def __getattr__(self, name: str) -> Any:  # image_classes, class_names, ... of the wrapped source
+        if name.startswith("_") or name == "source":  # unpickling looks these up before __dict__ is set
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+
+def episode_label(sample: Any, cls: int) -> np.ndarray:
+    """(H, W) uint8 in {0, 1, 255} for class ``cls``. FSS-1000 masks are binary: 1 means the
+    sample's ``binary_class`` (glocon.data.record's convention)."""
+    mask = sample.mask
+    if mask is None:
+        raise DataError(f"sample {sample.key!r}: has no mask, so it cannot be part of a few-shot episode")
+    extra = (sample.meta or {}).get("extra") or {}
+    if "binary_class" in extra:
+        if int(extra["binary_class"]) != int(cls):
+            raise DataError(f"sample {sample.key!r}: a binary mask of class {extra['binary_class']}, asked for class {cls}")
+        return binary_label(mask, 1)
+    return binary_label(mask, cls)
+
+
+@dataclass
+class EvalEpisode:
+    """One test episode ready for a model. Square tensors are (S, S); ``label`` is original size."""
+
+    episode: Episode
+    query: torch.Tensor  # (3, S, S) float [0, 1]
+    label: torch.Tensor  # (H, W) long {0, 1, 255}: the original-resolution target
+    info: ResizeInfo
+    supports: torch.Tensor  # (K, 3, S, S)
+    support_masks: torch.Tensor  # (K, S, S) float {0, 1}
+    query_image: np.ndarray  # (H, W, 3) uint8, for figures
+    support_images: list[np.ndarray]  # K x (h, w, 3) uint8, for figures
+    support_labels: list[np.ndarray]  # K x (h, w) uint8 in {0, 1, 255}
+
+
+def load_eval_episode(source: Any, episode: Episode, size: int) -> EvalEpisode:
+    q = source.get(episode.query)
+    q_label = episode_label(q, episode.cls)
+    q_img, _, info = eval_resize(q.image, q_label, size)
+    s_imgs, s_masks, raw_imgs, raw_labels = [], [], [], []
+    for key in episode.supports:
+        s = source.get(key)
+        s_label = episode_label(s, episode.cls)
+        img, lab, _ = eval_resize(s.image, s_label, size)
+        s_imgs.append(img)
+        s_masks.append(support_mask(lab))
+        raw_imgs.append(s.image)
+        raw_labels.append(s_label)
+    return EvalEpisode(
+        episode=episode,
+        query=q_img,
+        label=torch.from_numpy(q_label.astype(np.int64)),
+        info=info,
+        supports=torch.stack(s_imgs),
+        support_masks=torch.stack(s_masks),
+        query_image=q.image,
+        support_images=raw_imgs,
+        support_labels=raw_labels,
+    )
+
+
+def stack_eval(batch: Sequence[EvalEpisode]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> query (B, 3, S, S), supports (B, K, 3, S, S), support masks (B, K, S, S)."""
+    return (
+        torch.stack([e.query for e in batch]),
+        torch.stack([e.supports for e in batch]),
+        torch.stack([e.support_masks for e in batch]),
+    )
+
+
+class TrainEpisodes(Dataset):
+    """Map-style dataset over training episode *indices*: item ``i`` is fully determined by
+    (seed, i), so DataLoader workers and resumed runs see the same augmented episodes."""
+
+    def __init__(self, source: Any, sampler: Any, size: int, seed: int, indices: Sequence[int], scale: tuple[float, float] = (0.9, 1.1)) -> None:
+        self.source = source
+        self.sampler = sampler
+        self.size = size
+        self.seed = seed
+        self.indices = list(indices)
+        self.scale = scale
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        index = self.indices[i]
+        episode = self.sampler(index)
+        rng = np.random.default_rng([self.seed, index])
+        q = self.source.get(episode.query)
+        q_img, q_lab = train_augment(q.image, episode_label(q, episode.cls), self.size, rng, self.scale)
+        s_imgs, s_masks = [], []
+        for key in episode.supports:
+            s = self.source.get(key)
+            img, lab = train_augment(s.image, episode_label(s, episode.cls), self.size, rng, self.scale)
+            s_imgs.append(img)
+            s_masks.append(support_mask(lab))
+        return {
+            "query": q_img,
+            "target": q_lab,
+            "support_images": torch.stack(s_imgs),
+            "support_masks": torch.stack(s_masks),
+            "index": torch.tensor(index),
+        }

@@ -1,0 +1,407 @@
+"""Seeded few-shot episodes, written to a file and reused, so every run and every model is scored
+on the very same (class, query, supports).
+
+An episode is one class c, one query image and K support images that all contain c (at least
+2 x 32 x 32 pixels of it, PFENet's rule, already applied by the source's ``class_index``).
+
+Modes (a fold splits the classes into *base* and *novel*):
+
+- ``test``: novel classes of the fold; what the results table reports.
+- ``val``: base classes, drawn only from images that hold no novel class of the fold at all. It is
+  what a sweep's ``objective`` scores, so choosing a prior never looks at the classes (or the
+  images) it will be tested on.
+- ``train``: base classes from the same novel-free images; drawn on the fly by ``fit`` (PFENet's
+  training list keeps images with novel objects as background; glocon drops them, as the
+  validation episodes must anyway).
+
+Sampling follows HSNet (``juhongm999/hsnet``, ``data/coco.py``: ``sample_episode``): a class
+uniformly, a query uniformly among its images, then K distinct supports that are not the query.
+FSS-1000 follows HSNet's ``data/fss.py``: each test image is a query of its own class, and the K
+supports are other images of that class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+from glocon.errors import DataError
+from glocon.io import atomic_write_text
+
+FORMAT = "glocon.episodes/v1"
+DEFAULT_EPISODES = 1000
+DEFAULT_SEED = 321  # PFENet's manual_seed
+
+Mode = Literal["train", "val", "test"]
+MODES = ("train", "val", "test")
+
+
+@runtime_checkable
+class EpisodeSource(Protocol):
+    """What episodes need from a data set: its images and which images hold which class.
+
+    ``class_index``: {class id: [keys of images where the class covers >= 2 x 32 x 32 px]}.
+    A source may also offer ``image_classes(key) -> {class id: pixels}`` with *every* class present
+    (any pixel count); validation episodes then exclude an image with even a sliver of a novel
+    class. Without it the exclusion uses ``class_index``.
+    """
+
+    class_index: Mapping[int, Sequence[str]]
+
+    def get(self, key: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Episode:
+    cls: int
+    query: str
+    supports: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"class": self.cls, "query": self.query, "supports": list(self.supports)}
+
+    @staticmethod
+    def from_json(obj: Mapping[str, Any]) -> "Episode":
+        return Episode(int(obj["class"]), str(obj["query"]), tuple(str(s) for s in obj["supports"]))
+
+
+@dataclass
+class EpisodeSet:
+    """Episodes plus the header that says how they were drawn (checked when a file is reused)."""
+
+    benchmark: str
+    fold: int
+    mode: str
+    shots: int
+    seed: int
+    n_episodes: int
+    classes: list[int]
+    episodes: list[Episode]
+    source_digest: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def header(self) -> dict[str, Any]:
+        h = asdict(self)
+        h.pop("episodes")
+        return {"format": FORMAT, **h}
+
+    def keys(self) -> set[str]:
+        out: set[str] = set()
+        for e in self.episodes:
+            out.add(e.query)
+            out.update(e.supports)
+        return out
+
+
+# -- pools -----------------------------------------------------------------------------------
+def normalize_class_index(class_index: Mapping[Any, Sequence[str]]) -> dict[int, list[str]]:
+    """{class: [keys]} with int class ids (JSON manifests store them as strings)."""
+    return {int(c): [str(k) for k in keys] for c, keys in class_index.items()}
+
+
+def image_classes_from_index(class_index: Mapping[int, Sequence[str]]) -> dict[str, set[int]]:
+    """Invert {class: [keys]} -> {key: {classes}}."""
+    out: dict[str, set[int]] = {}
+    for c, keys in normalize_class_index(class_index).items():
+        for k in keys:
+            out.setdefault(str(k), set()).add(int(c))
+    return out
+
+
+def source_image_classes(source: Any) -> dict[str, set[int]]:
+    """{key: every class id the image holds}, as precise as the source allows."""
+    inverted = image_classes_from_index(source.class_index)
+    fn = getattr(source, "image_classes", None)
+    if callable(fn):
+        return {k: set(int(c) for c in fn(k)) | v for k, v in inverted.items()}
+    return inverted
+
+
+def class_pool(
+    class_index: Mapping[int, Sequence[str]],
+    classes: Iterable[int],
+    min_images: int,
+    exclude_classes: Iterable[int] = (),
+    image_classes: Mapping[str, set[int]] | None = None,
+) -> dict[int, list[str]]:
+    """{class: sorted keys} for the wanted classes, dropping images that hold any excluded class
+    and classes left with fewer than ``min_images`` images (a K-shot episode needs K + 1)."""
+    excluded = set(int(c) for c in exclude_classes)
+    index = normalize_class_index(class_index)
+    img_cls = image_classes if image_classes is not None else image_classes_from_index(index)
+    pool: dict[int, list[str]] = {}
+    for c in sorted(set(int(c) for c in classes)):
+        keys = sorted(index.get(c, ()))
+        if excluded:
+            keys = [k for k in keys if not (img_cls.get(k, set()) & excluded)]
+        if len(keys) >= min_images:
+            pool[c] = keys
+    return pool
+
+
+def mode_classes(mode: str, base: Sequence[int], novel: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(classes to draw, classes whose images are excluded) for a mode."""
+    if mode == "test":
+        return list(novel), []
+    if mode in ("val", "train"):
+        return list(base), list(novel)
+    raise DataError(f"episode mode {mode!r}: expected one of {MODES}")
+
+
+# -- sampling --------------------------------------------------------------------------------
+def sample_episode(pool: Mapping[int, Sequence[str]], shots: int, rng: random.Random) -> Episode:
+    """HSNet's COCO sampler: class uniform, query uniform, K distinct supports != query."""
+    classes = sorted(pool)
+    c = classes[rng.randrange(len(classes))]
+    keys = pool[c]
+    query = keys[rng.randrange(len(keys))]
+    others = [k for k in keys if k != query]
+    supports = tuple(rng.sample(others, shots))
+    return Episode(c, query, supports)
+
+
+def sample_episodes(pool: Mapping[int, Sequence[str]], shots: int, n: int, rng: random.Random) -> list[Episode]:
+    return [sample_episode(pool, shots, rng) for _ in range(n)]
+
+
+def sample_query_episodes(pool: Mapping[int, Sequence[str]], shots: int, n: int, rng: random.Random) -> list[Episode]:
+    """HSNet's FSS-1000 sampler: every image is a query once (seeded order), supports from its class.
+
+    HSNet runs all 2400 test images; ``n`` smaller than that takes a seeded subset, larger cycles.
+    """
+    pairs = [(c, k) for c in sorted(pool) for k in pool[c]]
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    out: list[Episode] = []
+    while len(out) < n:
+        for i in order:
+            if len(out) == n:
+                break
+            c, query = pairs[i]
+            others = [k for k in pool[c] if k != query]
+            out.append(Episode(c, query, tuple(rng.sample(others, shots))))
+    return out
+
+
+def episode_rng(seed: int, benchmark: str, fold: int, mode: str, shots: int) -> random.Random:
+    """One RNG per (seed, benchmark, fold, mode, shots): adding a fold never shifts another's episodes."""
+    digest = hashlib.sha256(f"{seed}/{benchmark}/{fold}/{mode}/{shots}".encode()).hexdigest()
+    return random.Random(int(digest[:16], 16))
+
+
+def pool_digest(pool: Mapping[int, Sequence[str]]) -> str:
+    """A fingerprint of the images the episodes may draw from (changes when the data changes)."""
+    h = hashlib.sha256()
+    for c in sorted(pool):
+        h.update(f"{c}:".encode())
+        for k in pool[c]:
+            h.update(k.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def build_episodes(
+    class_index: Mapping[int, Sequence[str]],
+    *,
+    benchmark: str,
+    fold: int,
+    mode: str,
+    shots: int,
+    n_episodes: int = DEFAULT_EPISODES,
+    seed: int = DEFAULT_SEED,
+    base: Sequence[int],
+    novel: Sequence[int],
+    image_classes: Mapping[str, set[int]] | None = None,
+) -> EpisodeSet:
+    """Draw ``n_episodes`` K-shot episodes of a fold in a mode (see the module docstring)."""
+    if shots < 1:
+        raise DataError(f"shots={shots}: expected >= 1")
+    if n_episodes < 1:
+        raise DataError(f"n_episodes={n_episodes}: expected >= 1")
+    draw, exclude = mode_classes(mode, base, novel)
+    pool = class_pool(class_index, draw, shots + 1, exclude, image_classes)
+    if not pool:
+        raise DataError(
+            f"{benchmark} fold {fold} ({mode}, {shots}-shot): no class among {sorted(draw)} has {shots + 1} or more "
+            f"images (each with >= 2x32x32 px of the class{', and no novel class' if exclude else ''}); "
+            "use more data or fewer shots"
+        )
+    rng = episode_rng(seed, benchmark, fold, mode, shots)
+    sampler = sample_query_episodes if benchmark == "fss" else sample_episodes
+    episodes = sampler(pool, shots, n_episodes, rng)
+    return EpisodeSet(
+        benchmark=benchmark,
+        fold=fold,
+        mode=mode,
+        shots=shots,
+        seed=seed,
+        n_episodes=n_episodes,
+        classes=sorted(pool),
+        episodes=episodes,
+        source_digest=pool_digest(pool),
+        extra={"excluded_classes": sorted(int(c) for c in exclude), "skipped_classes": sorted(set(int(c) for c in draw) - set(pool))},
+    )
+
+
+# -- files -----------------------------------------------------------------------------------
+def episode_file(directory: str | os.PathLike, benchmark: str, fold: int, mode: str, shots: int, seed: int, n: int) -> Path:
+    return Path(directory) / f"{benchmark}-fold{fold}-{mode}-{shots}shot-seed{seed}-n{n}.json"
+
+
+def save_episodes(es: EpisodeSet, path: str | os.PathLike) -> Path:
+    """One JSON file: the header, then one episode per line (diff-able, greppable)."""
+    lines = ["{", f'  "header": {json.dumps(es.header(), sort_keys=True)},', '  "episodes": [']
+    body = [f"    {json.dumps(e.to_json(), sort_keys=True)}" for e in es.episodes]
+    lines.append(",\n".join(body))
+    lines += ["  ]", "}"]
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def load_episodes(path: str | os.PathLike) -> EpisodeSet:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"episode file not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        h = data["header"]
+        if h.get("format") != FORMAT:
+            raise DataError(f"episode file {p}: format {h.get('format')!r}, expected {FORMAT!r}")
+        eps = [Episode.from_json(e) for e in data["episodes"]]
+        return EpisodeSet(
+            benchmark=str(h["benchmark"]),
+            fold=int(h["fold"]),
+            mode=str(h["mode"]),
+            shots=int(h["shots"]),
+            seed=int(h["seed"]),
+            n_episodes=int(h["n_episodes"]),
+            classes=[int(c) for c in h["classes"]],
+            episodes=eps,
+            source_digest=str(h.get("source_digest", "")),
+            extra=dict(h.get("extra", {})),
+        )
+    except DataError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"episode file {p}: not a glocon episode file ({type(exc).__name__}: {exc})") from None
+
+
+def validate_episodes(
+    es: EpisodeSet,
+    path: str | os.PathLike,
+    *,
+    expect: Mapping[str, Any],
+    class_index: Mapping[int, Sequence[str]] | None = None,
+    forbidden_classes: Iterable[int] = (),
+    image_classes: Mapping[str, set[int]] | None = None,
+) -> None:
+    """A reused file must say what the caller asked for and fit the data it will be read from."""
+    for name, want in expect.items():
+        got = getattr(es, name)
+        if got != want:
+            raise DataError(
+                f"episode file {path}: header {name}={got!r}, but this run asks for {want!r}; "
+                "point episodes_dir elsewhere or delete the file to draw new episodes"
+            )
+    if len(es.episodes) != es.n_episodes:
+        raise DataError(f"episode file {path}: header says {es.n_episodes} episodes, the file holds {len(es.episodes)}")
+    forbidden = set(int(c) for c in forbidden_classes)
+    index = {int(c): set(str(k) for k in ks) for c, ks in class_index.items()} if class_index is not None else None
+    for i, e in enumerate(es.episodes):
+        if len(e.supports) != es.shots:
+            raise DataError(f"episode file {path}: episode {i} has {len(e.supports)} supports, expected {es.shots}")
+        if e.query in e.supports or len(set(e.supports)) != len(e.supports):
+            raise DataError(f"episode file {path}: episode {i} repeats an image (query {e.query!r}, supports {list(e.supports)})")
+        if e.cls in forbidden:
+            raise DataError(f"episode file {path}: episode {i} draws class {e.cls}, which this mode must not touch")
+        if index is not None:
+            keys = index.get(e.cls)
+            missing = [k for k in (e.query, *e.supports) if keys is None or k not in keys]
+            if missing:
+                raise DataError(
+                    f"episode file {path}: episode {i} (class {e.cls}) names images the data does not list for that class: "
+                    f"{missing[:3]}; the file was drawn from other data"
+                )
+        if image_classes is not None and forbidden:
+            for k in (e.query, *e.supports):
+                bad = image_classes.get(k, set()) & forbidden
+                if bad:
+                    raise DataError(f"episode file {path}: episode {i} uses image {k!r}, which holds excluded classes {sorted(bad)}")
+
+
+def episodes_for(
+    source: Any,
+    directory: str | os.PathLike,
+    *,
+    benchmark: str,
+    fold: int,
+    mode: str,
+    shots: int,
+    n_episodes: int = DEFAULT_EPISODES,
+    seed: int = DEFAULT_SEED,
+    base: Sequence[int],
+    novel: Sequence[int],
+) -> tuple[EpisodeSet, Path, bool]:
+    """Reuse the episode file for these parameters if it exists (validated), else draw and save it.
+
+    Returns (episodes, path, reused).
+    """
+    path = episode_file(directory, benchmark, fold, mode, shots, seed, n_episodes)
+    _, exclude = mode_classes(mode, base, novel)
+    img_cls = source_image_classes(source) if exclude else None
+    if path.is_file():
+        es = load_episodes(path)
+        validate_episodes(
+            es,
+            path,
+            expect={"benchmark": benchmark, "fold": fold, "mode": mode, "shots": shots, "seed": seed, "n_episodes": n_episodes},
+            class_index=source.class_index,
+            forbidden_classes=exclude,
+            image_classes=img_cls,
+        )
+        return es, path, True
+    es = build_episodes(
+        source.class_index,
+        benchmark=benchmark,
+        fold=fold,
+        mode=mode,
+        shots=shots,
+        n_episodes=n_episodes,
+        seed=seed,
+        base=base,
+        novel=novel,
+        image_classes=img_cls,
+    )
+    save_episodes(es, path)
+    return es, path, False
+
+
+class TrainEpisodeSampler:
+    """Training episodes drawn on the fly: episode ``i`` depends only on (seed, fold, shots, i), so a
+    resumed run draws exactly what the interrupted one would have."""
+
+    def __init__(
+        self,
+        class_index: Mapping[int, Sequence[str]],
+        *,
+        benchmark: str,
+        fold: int,
+        shots: int,
+        seed: int,
+        base: Sequence[int],
+        novel: Sequence[int],
+        image_classes: Mapping[str, set[int]] | None = None,
+    ) -> None:
+        draw, exclude = mode_classes("train", base, novel)
+        self.pool = class_pool(class_index, draw, shots + 1, exclude, image_classes)
+        if not self.pool:
+            raise DataError(f"{benchmark} fold {fold}: no base class has {shots + 1} images free of novel classes to train on")
+        self.shots = shots
+        self.tag = f"{seed}/{benchmark}/{fold}/train/{shots}"
+
+    def __call__(self, index: int) -> Episode:
+        digest = hashlib.sha256(f"{self.tag}/{index}".encode()).hexdigest()
+        return sample_episode(self.pool, self.shots, random.Random(int(digest[:16], 16)))

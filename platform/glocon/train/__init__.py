@@ -1,0 +1,1 @@
+"""Prior extractor pretraining: views, queues, momentum twin, the Ray Train loop, checkpoints."""

@@ -1,0 +1,63 @@
+"""Per-worker streams of view pairs from the shards.
+
+Ray Train does not split an IterableDataset across workers, so each worker reads only its own
+part of the shards: ``glocon.data.readers.stream_samples`` with the explicit ``rank`` and
+``world_size`` of ``ray.train.get_context()`` (shard i goes to rank i % world_size). Workers must
+take the same number of steps per epoch (every step ends in collectives), so the loop fixes
+``steps_per_epoch = samples // batch_size`` up front and each worker cycles over its own part
+(one seeded pass after another) for exactly that many batches.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from glocon.data.readers import shard_urls, stream_samples
+from glocon.data.schema import META, Sample
+from glocon.data.shards import MANIFEST_NAME, Manifest
+from glocon.errors import DataError
+from glocon.train.views import TwoViews, collate_pairs
+
+
+def shard_list(path: str) -> list[str]:
+    """A folder of shards or a manifest -> shard paths; errors name the path."""
+    if not path:
+        raise DataError("data.shards is empty: expected a shard folder or manifest (run jobs/make_shards.py)")
+    return shard_urls(path)
+
+
+def count_samples(path: str, urls: list[str]) -> int:
+    """Samples in the shards: the manifest's counts when there is one, else the tar headers."""
+    p = Path(path)
+    if p.is_file() or (p / MANIFEST_NAME).is_file():
+        return sum(s.count for s in Manifest.load(p).shards)
+    total = 0
+    for url in urls:
+        try:
+            with tarfile.open(url, "r") as tar:
+                total += sum(1 for m in tar if m.isfile() and m.name.endswith("." + META))
+        except (OSError, tarfile.TarError) as exc:
+            raise DataError(f"shard {url}: cannot be read as a tar ({exc})") from None
+    return total
+
+
+def worker_samples(urls: list[str], rank: int, world: int, seed: int, shuffle_buffer: int) -> Iterator[Sample]:
+    """This worker's part of the shards, forever (a new seeded order for every pass)."""
+    rounds = 0
+    while True:
+        n = 0
+        for sample in stream_samples(urls, shuffle_buffer=shuffle_buffer, seed=seed + rounds, epochs=1, rank=rank, world_size=world):
+            n += 1
+            yield sample
+        if n == 0:
+            raise DataError(f"worker {rank} of {world} read no sample from its part of {len(urls)} shards")
+        rounds += 1
+
+
+def view_batches(samples: Iterator[Sample], views: TwoViews, method: str, batch: int) -> Iterator[dict]:
+    """Samples -> batches of view pairs {image_q, image_k (B, 3, S, S), labels_q, labels_k (B, S, S)}."""
+    while True:
+        pairs = [views(s.image, s.label_map(method)) for s in (next(samples) for _ in range(batch))]
+        yield collate_pairs(pairs)

@@ -1,0 +1,189 @@
+"""The pretraining job as a library: ``build_trainer(cfg) -> TorchTrainer`` and ``run_pretraining(cfg)``.
+
+Resume
+------
+Ray 2.60 runs Train V2, whose trainers *raise* on ``resume_from_checkpoint``. V2 resumes by run
+identity instead: a trainer built with the same ``RunConfig(storage_path, name)`` finds the run's
+checkpoint-manager snapshot and ``ray.train.get_checkpoint()`` returns the latest checkpoint
+(docs.ray.io, "Handling Failures and Node Preemption": restore a run by creating the trainer
+again with the same storage_path and name). So rerunning the same command continues the run;
+a dead worker is restarted from the same latest checkpoint by ``FailureConfig(max_failures)``.
+
+Outputs under ``<storage_path>/<name>/``
+----------------------------------------
+- ``checkpoint-step<NNNNNNNN>/``: Ray checkpoints (every ``checkpoint.every_steps`` and at each
+  epoch end); ``state.pt`` + ``rng-rank<r>.pt`` + ``metrics.json``, and ``prior.pt`` at epoch ends.
+- ``epochs/epoch-<EEEE>/{prior.pt,metrics.json}``: one export + metrics per finished epoch
+  (local storage; kept apart from Ray's ``num_to_keep`` retention).
+- ``metrics.jsonl``: every step's metrics as pushed by rank 0 (the Dashboard's feed).
+- ``prior.pt``: the final export (``glocon.models.prior.load_prior_extractor`` reads it).
+- ``config.resolved.yaml``.
+
+For the sweep helper
+--------------------
+- ``build_trainer(cfg, callbacks=[...], metrics_actor=None)``: extra ``ray.train.UserCallback``s
+  get ``after_report(run_context, metrics, checkpoint)`` after every checkpoint report; an epoch
+  end has ``metrics[0]["epoch_end"] is True`` and ``Path(checkpoint.path) / "prior.pt"`` is that
+  epoch's export (``epoch_prior_path(checkpoint)``).
+- ``epoch_records(storage_path, name)``: after (or during) a run, the finished epochs as
+  ``EpochRecord(epoch, metrics, prior_path)``, read from ``epochs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glocon.config import save_resolved
+from glocon.dashboard import Dashboard
+from glocon.io import atomic_write_text
+from glocon.models.prior import PriorExtractor, save_export
+from glocon.train.checkpoint import METRICS, PRIOR, load_state
+from glocon.train.config import PretrainConfig
+
+EXPORT_NAME = "prior.pt"
+METRICS_LOG = "metrics.jsonl"
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    metrics: dict[str, Any]
+    prior_path: Path
+
+
+@dataclass
+class PretrainResult:
+    result: Any  # ray.train.Result
+    export_path: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.result.path)
+
+
+def resolved(cfg: PretrainConfig) -> PretrainConfig:
+    """storage_path made absolute (Ray needs it) and shards resolved, so workers see the same paths."""
+    data = cfg.model_dump()
+    if "://" not in cfg.storage_path:
+        data["storage_path"] = str(Path(cfg.storage_path).expanduser().resolve())
+    if cfg.data.shards and "://" not in cfg.data.shards:
+        data["data"]["shards"] = str(Path(cfg.data.shards).expanduser().resolve())
+    return PretrainConfig.model_validate(data)
+
+
+def build_trainer(cfg: PretrainConfig, *, callbacks: list | None = None, metrics_actor: Any = None):
+    """The TorchTrainer of a pretraining run (not started). Same (storage_path, name) = same run."""
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from glocon.train.loop import train_loop_per_worker
+
+    cfg = resolved(cfg)
+    use_gpu = torch.cuda.is_available() if cfg.use_gpu is None else cfg.use_gpu
+    resources = {"CPU": cfg.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "metrics_actor": metrics_actor},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=cfg.storage_path,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
+            callbacks=callbacks or None,
+        ),
+    )
+
+
+def epoch_prior_path(checkpoint: Any) -> Path | None:
+    """The prior export inside an epoch-end checkpoint (None for a mid-epoch one)."""
+    p = Path(checkpoint.path) / PRIOR
+    return p if p.is_file() else None
+
+
+def epoch_records(storage_path: str | os.PathLike, name: str) -> list[EpochRecord]:
+    """Finished epochs of a run: metrics + the path of that epoch's prior export, in epoch order."""
+    root = Path(storage_path).expanduser().resolve() / name / "epochs"
+    out = []
+    for d in sorted(root.glob("epoch-*")):
+        if (d / PRIOR).is_file() and (d / METRICS).is_file():
+            out.append(EpochRecord(int(d.name.split("-")[1]), json.loads((d / METRICS).read_text()), d / PRIOR))
+    return out
+
+
+def export_from_checkpoint(checkpoint_dir: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfig) -> Path:
+    """Rebuild the prior extractor from a checkpoint's state.pt and write the export plugins load."""
+    state = load_state(checkpoint_dir)
+    model = PriorExtractor(cfg.model, load_init_weights=False)
+    model.load_state_dict(state["model"])
+    save_export(model, out, extra={"step": int(state["step"]), "epoch": int(state["epoch"]), "run": cfg.name, "checkpoint": str(checkpoint_dir)})
+    return Path(out)
+
+
+class _Feed:
+    """Turns pushed metrics into Dashboard updates and keeps metrics.jsonl current (atomically)."""
+
+    def __init__(self, dash: Dashboard, log_path: Path) -> None:
+        self.dash = dash
+        self.log_path = log_path
+        self.lines: list[str] = []
+        if log_path.is_file():  # a resumed run keeps its history
+            self.lines = log_path.read_text().splitlines()
+
+    def __call__(self, m: dict[str, Any]) -> None:
+        self.lines.append(json.dumps(m, sort_keys=True))
+        event = m.get("event")
+        if event == "start":
+            self.dash.update(completed=m["step"], total=m["total_steps"])
+            if m.get("resumed_from_step", -1) >= 0:
+                self.dash.log(f"resumed from step {m['resumed_from_step']}")
+        elif event == "checkpoint":
+            self.dash.update(last_checkpoint=m["checkpoint"])
+            self.dash.log(f"checkpoint {m['checkpoint']} (epoch {m['epoch']}{', epoch end' if m['epoch_end'] else ''})")
+        elif event is None:
+            self.dash.update(
+                completed=m["step"], total=m["total_steps"], epoch=m["epoch"], loss=m["loss"], L_global=m["L_global"],
+                L_local=m["L_local"], lr=m["lr"], images_per_s=m["images_per_s"],
+                queue_fill=f"{m['queue_fill_global']:.2f}/{m['queue_fill_local']:.2f}",
+            )  # fmt: skip
+        if event is not None or len(self.lines) % 20 == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        atomic_write_text(self.log_path, "\n".join(self.lines) + ("\n" if self.lines else ""))
+
+
+def run_pretraining(cfg: PretrainConfig, *, callbacks: list | None = None) -> PretrainResult:
+    """Start (or resume: same storage_path + name) a run, show the Dashboard, write the final export."""
+    import ray
+
+    from glocon.raycluster import init_ray
+    from glocon.train.metrics_actor import MetricsActor, MetricsPoller
+
+    cfg = resolved(cfg)
+    init_ray(cfg.ray)
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, run_dir)
+    actor = MetricsActor.remote()
+    trainer = build_trainer(cfg, callbacks=callbacks, metrics_actor=actor)
+    with Dashboard(f"pretrain {cfg.name}", total=None, unit="steps", log_every_s=cfg.log_every_s) as dash:
+        feed = _Feed(dash, run_dir / METRICS_LOG)
+        with MetricsPoller(actor, feed) as poller:
+            result = trainer.fit()
+        feed.flush()
+        export = None
+        if result.checkpoint is not None:
+            with result.checkpoint.as_directory() as folder:
+                export = export_from_checkpoint(folder, run_dir / EXPORT_NAME, cfg)
+            dash.log(f"export written: {export}")
+    ray.kill(actor)
+    return PretrainResult(result=result, export_path=export, history=list(poller.history))

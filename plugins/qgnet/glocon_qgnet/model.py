@@ -1,0 +1,250 @@
+"""QGNet (paper Sec. IV-B, Fig. 2): feature extractor F + prior extractor F_p + region maps + category guider + FEM.
+
+What comes from where:
+- PFENet (``dvlab-research/PFENet``, ``model/PFENet.py``): the frozen backbone with dilated
+  layer3 / layer4 (all 3x3 convs dilated 2 and 4, stride 1), bridge features
+  cat(layer3, layer2) -> 1x1 conv to 256 + ReLU + Dropout2d(0.5) (``down_query`` / ``down_supp``),
+  the category guider (Weighted_GAP), the training-free prior mask from layer4 (our guided
+  region map: the support's layer4 is computed on layer3 * mask and masked again), the K-shot
+  mean of prototypes and of maps, and the FEM decoder.
+- The QGNet release (``liuweide01/QGNet-Few-shot-segmentation``, ``model/PFENet_QGNet.py``):
+  the prior region map is computed after a *learned* 3x3 conv to 256 (+ ReLU + Dropout2d(0.5))
+  on both sides: ``down_learn_super`` on the frozen backbone's layer4 of the query and
+  ``down_learn_unsuper`` on the prior extractor's features. The paper's Eq. 9 speaks of the
+  bridge features; ``prior_map_query="bridge"`` uses cat(layer3, layer2) instead of layer4.
+  The map then enters FEM as one more channel next to PFENet's prior mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import field_validator
+from torch import nn
+
+from glocon.config import GloconModel
+from glocon.errors import ConfigError
+from glocon.models.backbones import Backbone, build_backbone
+from glocon.models.prior import IMAGENET_MEAN, IMAGENET_STD, PriorExtractor, load_prior_extractor
+
+from glocon_qgnet.fem import FEM, PFENET_BINS, PFENET_FEATURE_SIZE
+from glocon_qgnet.region_maps import EPS, category_guider, guided_region_map, k_shot_average, prior_region_map
+
+IGNORE_INDEX = 255
+
+
+class QGNetConfig(GloconModel):
+    """The QGNet plugin's model config (the few-shot runner supplies data, episodes and schedule)."""
+
+    backbone: Literal["resnet50", "resnet18", "resnet101", "vgg16_bn"] = "resnet50"
+    backbone_weights: str | None = None  # local state-dict file or package:<name>; None = random init (never downloaded)
+    dilated: bool = True  # PFENet: dilated layer3/4, output stride 8
+    reduce_dim: int = 256  # PFENet's reduce_dim
+    bins: tuple[float, ...] = PFENET_BINS  # > 1: absolute at bins_reference; <= 1: fraction of the feature size
+    bins_reference: int | None = PFENET_FEATURE_SIZE  # None: absolute bins, exactly as PFENet
+    use_prior_map: bool = True  # ablation: False removes the prior branch and its FEM channel
+    use_guided_map: bool = True  # ablation: False removes the guided map and its FEM channel
+    prior_path: str | None = None  # prior export to load when build_model gets no prior
+    prior_source: Literal["export", "backbone", "local_head"] = "export"  # which F_p output is P_q
+    prior_map_query: Literal["layer4", "bridge"] = "layer4"  # release: layer4; paper text: bridge features
+    prior_dim: int = 256  # the release's learned 3x3 conv width before Eq. 9
+    eps: float = EPS  # Eq. 12
+    aux_weight: float = 1.0  # PFENet: loss = main + 1.0 * mean(aux per bin)
+
+    @field_validator("bins")
+    @classmethod
+    def _bins_positive(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(b <= 0 for b in v):
+            raise ValueError(f"bins must be a non-empty list of positive sizes, got {list(v)}")
+        return v
+
+
+def pfenet_dilate_(backbone: Backbone) -> Backbone:
+    """Dilate a ResNet's layer3 / layer4 in place as PFENet does: every 3x3 conv gets stride 1,
+    dilation (and padding) 2 in layer3 and 4 in layer4, and downsample convs stride 1.
+
+    Works for BasicBlock too (torchvision refuses dilation for resnet18 at build time, but the
+    convs themselves accept it), so resnet18 keeps PFENet's output stride of 8.
+    """
+    for layer, d in (("layer3", 2), ("layer4", 4)):
+        for name, m in backbone.stages[layer].named_modules():
+            if not isinstance(m, nn.Conv2d):
+                continue
+            if m.kernel_size == (3, 3):
+                m.dilation, m.padding, m.stride = (d, d), (d, d), (1, 1)
+            elif "downsample" in name:
+                m.stride = (1, 1)
+    return backbone
+
+
+def build_feature_extractor(name: str, weights: str | None, dilated: bool) -> Backbone:
+    """Frozen feature extractor F: stages layer1..layer4, eval mode, no gradients."""
+    if name.startswith("resnet"):
+        backbone = build_backbone(name, dilated=False, weights=weights)
+        if dilated:
+            pfenet_dilate_(backbone)
+    else:  # vgg16_bn: glocon drops the pools of layer3/4 (PFENet's VGG layout keeps stride 8)
+        backbone = build_backbone(name, dilated=dilated, weights=weights)
+    backbone.eval()
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    return backbone
+
+
+def _down(cin: int, cout: int, k: int) -> nn.Sequential:
+    # PFENet down_query/down_supp (k=1) and the release's down_learn_* (k=3): conv, ReLU, Dropout2d(0.5)
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel_size=k, padding=k // 2, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(p=0.5))
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+class QGNet(nn.Module):
+    """forward(query (B, 3, H, W) in [0, 1], support_images (B, K, 3, H', W'), support_masks (B, K, H', W'))
+    -> {"logits": (B, 2, H, W), "aux_logits": [...], "prior_region_map"?: (B, 1, h, w), "guided_region_map"?: (B, 1, h, w)}
+    with (h, w) the bridge-feature size (input / 8 with the dilated backbone)."""
+
+    def __init__(self, cfg: QGNetConfig, prior: PriorExtractor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = build_feature_extractor(cfg.backbone, cfg.backbone_weights, cfg.dilated)
+        ch = self.backbone.channels
+        fea_dim = ch["layer3"] + ch["layer2"]
+        self.down_query = _down(fea_dim, cfg.reduce_dim, 1)
+        self.down_supp = _down(fea_dim, cfg.reduce_dim, 1)
+        self.prior: PriorExtractor | None = None
+        if cfg.use_prior_map:
+            if prior is None:
+                raise ConfigError("QGNet: use_prior_map=true needs a prior extractor (give one to build_model or set prior_path)")
+            self.prior = prior
+            prior.eval()
+            for p in prior.parameters():
+                p.requires_grad_(False)
+            query_dim = ch["layer4"] if cfg.prior_map_query == "layer4" else fea_dim
+            self.down_bridge_prior = _down(query_dim, cfg.prior_dim, 3)  # release: down_learn_super
+            self.down_prior = _down(self._prior_channels(prior), cfg.prior_dim, 3)  # release: down_learn_unsuper
+        n_maps = int(cfg.use_prior_map) + int(cfg.use_guided_map)
+        self.fem = FEM(cfg.reduce_dim, n_maps, cfg.bins, cfg.bins_reference, classes=2)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _prior_channels(self, prior: PriorExtractor) -> int:
+        if self.cfg.prior_source == "export":
+            return prior.feature_dim
+        return prior.arch.proj_dim if self.cfg.prior_source == "local_head" else prior.backbone.out_channels
+
+    # -- frozen parts ---------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "QGNet":
+        super().train(mode)
+        self.backbone.eval()  # frozen BatchNorm statistics, as PFENet (its backbone runs under no_grad)
+        if self.prior is not None:
+            self.prior.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        frozen = {id(p) for p in self.backbone.parameters()}
+        if self.prior is not None:
+            frozen |= {id(p) for p in self.prior.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
+
+    @torch.no_grad()
+    def _extract(self, images: torch.Tensor, need_layer4: bool, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Frozen F on (N, 3, H, W) in [0, 1]. With ``mask`` (N, 1, H, W), layer4 reads layer3 * mask (PFENet's support path)."""
+        stages = self.backbone.stages
+        x = (images - self.mean) / self.std
+        for name in ("stem", "layer1"):
+            x = stages[name](x) if name in stages else x
+        l2 = stages["layer2"](x)
+        l3 = stages["layer3"](l2)
+        out = {"layer2": _resize(l2, l3.shape[-2:]), "layer3": l3}  # PFENet's VGG branch resizes layer2 to layer3
+        if mask is not None:
+            out["mask"] = _resize(mask, l3.shape[-2:])
+        if need_layer4:
+            out["layer4"] = stages["layer4"](l3 * out["mask"] if mask is not None else l3)
+        return out
+
+    @torch.no_grad()
+    def prior_features(self, query: torch.Tensor) -> torch.Tensor:
+        """P_q = F_p(I_q) (Eq. 8), from the source the config names: (B, 3, H, W) -> (B, C_p, h_p, w_p)."""
+        assert self.prior is not None
+        src = self.cfg.prior_source
+        if src == "export":
+            return self.prior.prior_features(query)
+        feat = self.prior.features(query)
+        return self.prior.local_head(feat) if src == "local_head" else feat
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, query: torch.Tensor, support_images: torch.Tensor, support_masks: torch.Tensor) -> dict[str, Any]:
+        cfg = self.cfg
+        b, k = support_images.shape[:2]
+        if support_masks.shape[:2] != (b, k):
+            raise ValueError(f"support_masks {tuple(support_masks.shape)} does not fit support_images {tuple(support_images.shape)}")
+        need_q4 = cfg.use_guided_map or (cfg.use_prior_map and cfg.prior_map_query == "layer4")
+
+        q = self._extract(query, need_q4)
+        q_cat = torch.cat([q["layer3"], q["layer2"]], dim=1)
+        bridge = self.down_query(q_cat)  # X_q: (B, 256, h, w)
+        size = tuple(bridge.shape[-2:])
+
+        masks = (support_masks == 1).to(query.dtype).flatten(0, 1).unsqueeze(1)  # (B*K, 1, H', W'); 255 is not object
+        s = self._extract(support_images.flatten(0, 1), cfg.use_guided_map, mask=masks)
+        supp = self.down_supp(torch.cat([s["layer3"], s["layer2"]], dim=1))  # X_s: (B*K, 256, h, w)
+        guider = category_guider(supp, s["mask"])  # (B*K, 256, 1, 1)
+        guider = k_shot_average(guider.view(b, k, *guider.shape[1:]))  # K-shot: mean prototype
+
+        out: dict[str, Any] = {}
+        maps: list[torch.Tensor] = []
+        if cfg.use_prior_map:
+            prior_feat = self.down_prior(self.prior_features(query))
+            query_feat = self.down_bridge_prior(q["layer4"] if cfg.prior_map_query == "layer4" else q_cat)
+            prior_map = _resize(prior_region_map(query_feat, prior_feat, cfg.eps), size)  # Eq. (9)-(12)
+            out["prior_region_map"] = prior_map
+            maps.append(prior_map)
+        if cfg.use_guided_map:
+            with torch.no_grad():  # training-free, like PFENet's prior mask
+                q4 = q["layer4"].repeat_interleave(k, dim=0)  # (B*K, C4, h, w): one query copy per shot
+                guided = guided_region_map(q4, s["layer4"], s["mask"], cfg.eps)
+                guided = k_shot_average(guided.view(b, k, 1, *guided.shape[-2:]))  # K-shot: mean map
+            out["guided_region_map"] = _resize(guided, size)
+            maps.append(out["guided_region_map"])
+
+        logits, aux = self.fem(bridge, guider, torch.cat(maps, dim=1) if maps else None)
+        out["logits"] = _resize(logits, tuple(query.shape[-2:]))
+        out["aux_logits"] = aux
+        return out
+
+    def loss(self, out: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """PFENet's loss: CE(main) + aux_weight * mean over bins of CE(aux), 255 ignored, at the target's size."""
+        return segmentation_loss(out, target, self.cfg.aux_weight)
+
+
+def segmentation_loss(out: dict[str, Any], target: torch.Tensor, aux_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """out["logits"] (B, 2, H, W) (+ out["aux_logits"]) vs target (B, H', W') long -> (total, {name: float})."""
+    target = target.long()
+    size = tuple(target.shape[-2:])
+    logits = _resize(out["logits"], size)
+    if not (target != IGNORE_INDEX).any():  # nothing to learn from; CE would be NaN
+        zero = logits.sum() * 0.0
+        return zero, {"loss": 0.0, "main_loss": 0.0, "aux_loss": 0.0}
+    main = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    aux_list = out.get("aux_logits") or []
+    if aux_list:
+        aux = torch.stack([F.cross_entropy(_resize(a, size), target, ignore_index=IGNORE_INDEX) for a in aux_list]).mean()
+    else:
+        aux = torch.zeros_like(main)
+    total = main + aux_weight * aux
+    return total, {"loss": float(total.detach()), "main_loss": float(main.detach()), "aux_loss": float(aux.detach())}
+
+
+def build_qgnet(cfg: QGNetConfig, prior: PriorExtractor | None = None, device: str | torch.device = "cpu") -> QGNet:
+    """QGNet from its config; loads ``cfg.prior_path`` when no prior is given and the prior map is on."""
+    if cfg.use_prior_map and prior is None:
+        if not cfg.prior_path:
+            raise ConfigError("qgnet: use_prior_map=true but no prior extractor was given and prior_path is not set")
+        prior = load_prior_extractor(cfg.prior_path, map_location=device)
+    return QGNet(cfg, prior if cfg.use_prior_map else None).to(device)

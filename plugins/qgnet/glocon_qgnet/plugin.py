@@ -1,0 +1,27 @@
+"""The ``qgnet`` entry point: QGNet as a glocon plugin (found through ``glocon.plugins``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from glocon.plugins import Plugin
+
+from glocon_qgnet.model import QGNetConfig, build_qgnet
+
+if TYPE_CHECKING:
+    from glocon.models.prior import PriorExtractor
+    from glocon_qgnet.model import QGNet
+
+
+class QGNetPlugin(Plugin):
+    name = "qgnet"
+    config_model = QGNetConfig
+    trainable = True
+    description = "QGNet: prior + guided region maps, category guider, PFENet's FEM decoder"
+
+    def build_model(self, cfg: QGNetConfig, prior: "PriorExtractor | None" = None) -> "QGNet":
+        """QGNet on CPU; ``prior`` (frozen here) wins over ``cfg.prior_path``. The caller moves it to a device."""
+        return build_qgnet(self.make_config(cfg), prior)
+
+
+plugin = QGNetPlugin()
