@@ -99,7 +99,7 @@ class TinySegmenter(nn.Module):
 
     def loss(self, out: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         loss = F.cross_entropy(out["logits"], target.long(), ignore_index=255)
-        return loss, {"loss": float(loss)}
+        return loss, {"loss": float(loss.detach())}
 
 
 class TinyPlugin:

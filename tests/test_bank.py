@@ -56,8 +56,9 @@ def prior(work) -> Path:
 
 def _bank_cfg(coco128, shards, prior, out, **kw) -> BankConfig:
     names = coco128 / "semantic_segmentation" / "config.yaml"
-    return BankConfig(prior=str(prior), shards=str(shards), out=str(out), workers=0, input_size=128,
-                      global_embedding=True, class_names=str(names), **kw)
+    base = dict(prior=str(prior), shards=str(shards), out=str(out), workers=0, input_size=128,
+                global_embedding=True, class_names=str(names))
+    return BankConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -173,23 +174,24 @@ def test_prior_with_another_embedding_size_is_refused_naming_both_files(bank_dir
 
 
 def test_ivf_and_pq_recall_at_10_against_exact_is_above_threshold():
-    data = clustered_vectors(20_200, dim=64, seed=1)
-    base, queries = data[:20_000], data[20_000:]
+    data = clustered_vectors(10_200, dim=64, seed=1)
+    base, queries = data[:10_000], data[10_000:]
     exact = np.argsort(-(queries @ base.T), axis=1)[:, :10]
-    cfg = IndexConfig(exact_max=1_000, ivf_flat_max=10_000, nprobe=16, train_size=20_000)
+    cfg = IndexConfig(exact_max=1_000, ivf_flat_max=5_000, nprobe=64, train_size=10_000)
     assert choose_factory(5_000, 64, cfg).startswith("IVF") and choose_factory(500, 64, cfg) == "IDMap,Flat"
     factory = choose_factory(len(base), 64, cfg)
-    assert factory == "IVF565,PQ16"
+    assert factory == "IVF256,PQ16"  # 4 sqrt(n) = 400, capped at n / 39 = 256
     found = {}
-    for name, fs in (("ivf_flat", "IVF565,Flat"), ("ivf_pq", factory)):
+    for name, fs in (("ivf_flat", "IVF256,Flat"), ("ivf_pq", factory)):
         _, ids = search(build_index(base, fs, cfg), queries, 10)
         found[name] = recall_at_k(ids, exact)
     print(f"recall@10 vs exact: {found}")
-    # IVF-Flat only loses neighbours in unvisited lists: 16 of 565 lists on clustered data measures ~0.95+,
-    # so 0.9 leaves room for seeds. IVF-PQ16 on 64-d (4 dims per byte) measures ~0.6-0.7 here: 0.45 still
-    # fails a broken index (wrong metric, untrained PQ, ids lost: all well under 0.1) with margin for noise.
+    # IVF-Flat only loses neighbours that sit in unvisited lists: 64 of 256 lists measured 0.965 on two
+    # seeds of this data, so 0.9 leaves margin. IVF-PQ16 on 64-d (4 dims per byte) adds quantisation error
+    # and measured 0.71-0.73 at nprobe 64: 0.6 leaves margin for seeds, yet a broken index (wrong metric,
+    # untrained or mis-ordered codes, lost ids) lands far below it (random ids: ~0.001).
     assert found["ivf_flat"] >= 0.9, found
-    assert found["ivf_pq"] >= 0.45, found
+    assert found["ivf_pq"] >= 0.6, found
 
 
 def test_purity_stats_match_a_numpy_recount(bank_dir, work):
@@ -236,10 +238,11 @@ def test_jobs_build_query_and_stats_run_from_the_command_line(coco128, shards, p
 
 @pytest.mark.slow
 def test_ray_build_over_two_workers_equals_the_in_process_build(coco128, shards, prior, work, bank_dir, ray_session):
-    cfg = _bank_cfg(coco128, shards, prior, work / "bank-ray", global_embedding=False)
-    cfg.workers = 2
-    build_bank(cfg)
+    cfg = _bank_cfg(coco128, shards, prior, work / "bank-ray", workers=2)
+    manifest = build_bank(cfg)
+    assert manifest["built_on"]["workers"] == 2
     local, remote = open_bank(bank_dir), open_bank(work / "bank-ray")
     np.testing.assert_allclose(remote.vectors, local.vectors, atol=1e-5)
+    np.testing.assert_allclose(np.load(work / "bank-ray" / "global.npy"), np.load(bank_dir / "global.npy"), atol=1e-5)
     cols = ["id", "shard", "key", "superpixel", "x0", "y0", "x1", "y1", "area", "dominant_class"]
     assert remote.table.select(cols).equals(local.table.select(cols))

@@ -112,7 +112,7 @@ def test_the_platform_never_imports_a_plugin_by_name():
     """Importing the protocol loads no plugin; only entry-point discovery does."""
     code = (
         "import sys, glocon.plugins as p; "
-        "before = sorted(m for m in sys.modules if 'glocon_qgnet' in m or 'builtin_plugins' in m); "
+        "before = sorted(m for m in sys.modules if m.startswith(('glocon_qgnet', 'glocon.builtin_plugins'))); "
         "p.discover_plugins(); "
         "after = [m for m in ('glocon_qgnet.plugin', 'glocon.builtin_plugins.proto') if m in sys.modules]; "
         "print(before, after)"
@@ -151,7 +151,7 @@ def test_plugin_configs_reject_unknown_keys_naming_the_key():
 @pytest.mark.parametrize("k", [1, 5])
 def test_both_plugins_build_and_segment_one_and_five_shot_episodes(prior, name, k):
     plugin = load_plugin(name)
-    extra = {"backbone": "resnet18", "reduce_dim": 32, "prior_dim": 32} if name == "qgnet" else {}
+    extra = {"backbone": "resnet18", "reduce_dim": 32, "prior_conv_dim": 32} if name == "qgnet" else {}
     torch.manual_seed(0)
     model = plugin.build_model(plugin.make_config(extra), prior).eval()
     with torch.no_grad():
@@ -169,7 +169,7 @@ def test_qgnet_plugin_loads_the_prior_export_named_in_its_config(tmp_path):
     path = tmp_path / "prior.pt"
     save_export(PriorExtractor(PriorArch(backbone="resnet18", prior_source="local_head")), path)
     plugin = load_plugin("qgnet")
-    model = plugin.build_model(plugin.make_config({"backbone": "resnet18", "reduce_dim": 16, "prior_dim": 16, "prior_path": str(path)}), None)
+    model = plugin.build_model(plugin.make_config({"backbone": "resnet18", "reduce_dim": 16, "prior_conv_dim": 16, "prior_path": str(path)}), None)
     assert model.prior.arch.prior_source == "local_head" and model.down_prior[0].in_channels == 128
     assert not any(p.requires_grad for p in model.prior.parameters())
 

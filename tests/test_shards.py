@@ -76,8 +76,11 @@ def photo_record(key: str, image: Path, mask: Path | None = None, mask_loader=lo
 
 def shards_config(out: Path, **kw) -> ShardsConfig:
     kw = {"samples_per_shard": 2, "longest_side": 96, **kw}
-    cfg = ShardsConfig(out_dir=str(out), ray=RayConfig(num_cpus=2), **kw)
-    cfg.data.min_class_pixels = MIN_PIXELS
+    # The tests share ray_session; were Ray down, the job would start its own with this short temp dir.
+    ray = RayConfig(num_cpus=2, temp_dir=f"/tmp/glocon-ray-shards-{os.getpid()}")
+    if "data" not in kw:
+        kw["data"] = LayoutConfig(min_class_pixels=MIN_PIXELS)
+    cfg = ShardsConfig(out_dir=str(out), ray=ray, **kw)
     cfg.superpixels.slic.n_segments = 32
     return cfg
 
@@ -376,6 +379,7 @@ def load_job():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:embedded layout")  # 6 images are too few for 5-shot episodes, and that is fine here
 def test_job_script_builds_embedded_shards_from_its_config(ray_session, tmp_path, capsys):
     job = load_job()
     out = tmp_path / "emb"
@@ -388,3 +392,31 @@ def test_job_script_builds_embedded_shards_from_its_config(ray_session, tmp_path
     assert "6 samples" in capsys.readouterr().out
     assert job.main(["--config", str(REPO / "configs" / "shards-embedded.yaml"), "sampels_per_shard=3"]) == 2
     assert "samples_per_shard" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_voc_and_fss_layouts_become_shards_with_exact_masks_and_a_class_index(ray_session, tmp_path):
+    from layout_fixtures import make_fss, make_voc
+
+    from glocon.data.layouts import open_layout
+
+    voc = LayoutConfig(layout="voc", root=str(make_voc(tmp_path / "voc")), split="train", min_class_pixels=100)
+    manifest = make_shards(shards_config(tmp_path / "voc-shards", data=voc, longest_side=64), dashboard=False)
+    index = ShardIndex(manifest.root)
+    records = open_layout(voc)
+    assert index.keys() == [r.key for r in records] and not manifest.rejected
+    for r in records:  # stored at 64 px already: the palette indices, the 255 border included, bit-exact
+        got = index.get(r.key).mask
+        assert np.array_equal(got, r.load_mask()) and {0, 255} < set(np.unique(got).tolist())
+    assert {c: sorted(k) for c, k in manifest.classes.items()} == {
+        int(np.setdiff1d(np.unique(r.load_mask()), [0, 255])[0]): [r.key] for r in records}
+
+    data_root, split_dir = make_fss(tmp_path / "fss")
+    fss = LayoutConfig(layout="fss", root=str(data_root), split="trn", fss_split_dir=str(split_dir), min_class_pixels=100)
+    manifest = make_shards(shards_config(tmp_path / "fss-shards", data=fss, longest_side=64), dashboard=False)
+    want: dict[int, list[str]] = {}
+    for r in open_layout(fss):
+        want.setdefault(r.extra["binary_class"], []).append(r.key)
+    assert manifest.classes == want and len(want) == 3  # bus, airliner, cat: ids, not the mask's 1
+    sample = ShardIndex(manifest.root).get(want[min(want)][0])
+    assert set(np.unique(sample.mask).tolist()) == {0, 1} and sample.meta["extra"]["binary_class"] == min(want)

@@ -78,12 +78,24 @@ def set_nprobe(index: faiss.Index, nprobe: int) -> None:
         faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", int(nprobe))
 
 
+def _no_polysemous(index: faiss.Index) -> None:
+    """index_factory turns on polysemous training for IVF-PQ (it ranks codes by Hamming distance);
+    the bank never searches that way and it costs most of the training time, so switch it off."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return
+    if isinstance(ivf, faiss.IndexIVFPQ):
+        ivf.do_polysemous_training = False
+
+
 def build_index(vectors: np.ndarray, factory: str, cfg: IndexConfig, ids: np.ndarray | None = None) -> faiss.Index:
     """Train (on a sample) and fill an index; returns a CPU index. vectors (N, D) float32."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
     ids = np.arange(n, dtype=np.int64) if ids is None else np.ascontiguousarray(ids, dtype=np.int64)
     index = faiss.index_factory(dim, factory, METRIC)
+    _no_polysemous(index)
     if gpu_count(cfg) > 0:
         index = to_gpu(index)
     if not index.is_trained:

@@ -41,6 +41,7 @@ from PIL import Image
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from glocon.config import GloconModel, save_resolved
+from glocon.data.imageio import check_mask
 from glocon.data.layouts import LayoutConfig, open_layout
 from glocon.data.record import IGNORE_INDEX, Record, class_pixels, classes_present
 from glocon.data.schema import MASK, REQUIRED, Sample, encode_sample, tar_key
@@ -315,6 +316,10 @@ def _load_mask(record: Record, size: tuple[int, int]) -> np.ndarray | None:
     w, h = size
     if mask.shape != (h, w):
         raise Rejected(f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {w}x{h}")
+    try:  # ids beyond the layout's classes (37 in a VOC mask) would otherwise be indexed as a class
+        check_mask(size, mask, f"mask {record.extra.get('mask_source', record.source)}", record.extra.get("max_class"))
+    except DataError as exc:
+        raise Rejected(str(exc)) from None
     return mask
 
 
@@ -509,7 +514,8 @@ def make_shards_from_records(records: Sequence[Record], cfg: ShardsConfig, dashb
     plans, refused = plan_shards(records, cfg)
     spec = BuildSpec.from_config(cfg)
     with _exclusive(out):
-        _clean_stale(out, cfg.prefix, {p.name for p in plans})
+        if _clean_stale(out, cfg.prefix, {p.name for p in plans}):
+            (out / MANIFEST_NAME).unlink(missing_ok=True)
         results: dict[int, dict[str, Any]] = {}
         todo: list[ShardPlan] = []
         for plan in plans:
@@ -518,6 +524,8 @@ def make_shards_from_records(records: Sequence[Record], cfg: ShardsConfig, dashb
                 results[plan.index] = done
             else:
                 todo.append(plan)
+        if todo:  # the old manifest would describe shards that are about to change
+            (out / MANIFEST_NAME).unlink(missing_ok=True)
         if cfg.strict:
             _raise_if_rejected(refused, results.values())
         started = not ray.is_initialized()

@@ -21,20 +21,36 @@ from glocon.fewshot.transforms import ResizeInfo, binary_label, support_mask, ev
 
 
 class ShardEpisodeSource:
-    """``glocon.data.readers.ShardIndex`` as an episode source, plus ``image_classes(key)``: every
-    class an image holds at any pixel count (the sample's ``json`` member), so validation
-    episodes can drop an image with even a sliver of a novel class. Only that member is read."""
+    """One or more ``glocon.data.readers.ShardIndex`` (e.g. COCO's train and val shards) as one
+    episode source, plus ``image_classes(key)``: every class an image holds at any pixel count
+    (the sample's ``json`` member), so validation episodes can drop an image with even a sliver
+    of a novel class. Only that member is read for it."""
 
-    def __init__(self, index: Any) -> None:
-        self.index = index
+    def __init__(self, *indexes: Any) -> None:
+        if not indexes:
+            raise DataError("no shard index given")
+        self.indexes = list(indexes)
+        merged: dict[int, list[str]] = {}
+        seen: set[str] = set()
+        for index in self.indexes:
+            keys = set(index.keys())
+            dup = keys & seen
+            if dup:
+                raise DataError(f"sample key {sorted(dup)[0]!r} appears in more than one shard set; keys must be unique")
+            seen |= keys
+            for c, ks in index.class_index.items():
+                merged.setdefault(int(c), []).extend(str(k) for k in ks)
+        self.class_index = {c: sorted(ks) for c, ks in sorted(merged.items())}
         self._classes: dict[str, dict[int, int]] = {}
 
-    @property
-    def class_index(self) -> Any:
-        return self.index.class_index
+    def _index_of(self, key: str) -> Any:
+        for index in self.indexes:
+            if key in index:
+                return index
+        raise KeyError(f"sample {key!r} is in none of the shard sets")
 
     def get(self, key: str) -> Any:
-        return self.index.get(key)
+        return self._index_of(key).get(key)
 
     def image_classes(self, key: str) -> dict[int, int]:
         if key not in self._classes:
@@ -44,7 +60,8 @@ class ShardEpisodeSource:
     def _read_classes(self, key: str) -> dict[int, int]:
         import json
 
-        locate = getattr(self.index, "_locate", None)
+        index = self._index_of(key)
+        locate = getattr(index, "_locate", None)  # ShardIndex: (tar path, {member: (offset, size)})
         if locate is not None:
             path, members = locate(key)
             if "json" in members:
@@ -53,7 +70,7 @@ class ShardEpisodeSource:
                     fh.seek(offset)
                     meta = json.loads(fh.read(size).decode("utf-8"))
                 return {int(c): int(n) for c, n in meta.get("classes", {}).items()}
-        return {int(c): int(n) for c, n in self.index.get(key).meta.get("classes", {}).items()}
+        return {int(c): int(n) for c, n in index.get(key).meta.get("classes", {}).items()}
 
 
 class CachedSource:
@@ -179,3 +196,38 @@ class TrainEpisodes(Dataset):
             "support_masks": torch.stack(s_masks),
             "index": torch.tensor(index),
         }
+
+
+class RecordSource:
+    """Layout records (``glocon.data.layouts.open_layout``) as an episode source, without shards:
+    decodes on demand. ``class_index`` follows PFENet's rule (``min_pixels``, default 2 x 32 x 32)."""
+
+    def __init__(self, records: Sequence[Any], min_pixels: int | None = None) -> None:
+        from glocon.data.record import MIN_CLASS_PIXELS, class_pixels, classes_present
+
+        self.records = {r.key: r for r in records if r.has_mask}
+        self._pixels: dict[str, dict[int, int]] = {}
+        index: dict[int, list[str]] = {}
+        for key in sorted(self.records):
+            pixels = class_pixels(self.records[key].load_mask())
+            extra = self.records[key].extra or {}
+            if "binary_class" in extra:  # FSS-1000: 1 means the record's class
+                pixels = {int(extra["binary_class"]): pixels.get(1, 0)} if pixels.get(1) else {}
+            self._pixels[key] = pixels
+            for c in classes_present(pixels, MIN_CLASS_PIXELS if min_pixels is None else min_pixels):
+                index.setdefault(c, []).append(key)
+        self.class_index = index
+
+    def image_classes(self, key: str) -> dict[int, int]:
+        return self._pixels[key]
+
+    def get(self, key: str) -> Any:
+        from glocon.data.schema import Sample
+
+        r = self.records[key]
+        image = np.asarray(r.load_image().convert("RGB"), dtype=np.uint8)
+        mask = r.load_mask()
+        h, w = mask.shape
+        zeros = np.zeros((h, w), np.int32)
+        meta = {"key": key, "source": r.source, "orig_size": [h, w], "size": [h, w], "classes": {str(c): n for c, n in self._pixels[key].items()}, "extra": dict(r.extra or {})}
+        return Sample(key=key, image=image, slic=zeros, fh=zeros, meta=meta, mask=mask)

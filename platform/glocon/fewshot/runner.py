@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from glocon.fewshot.episodes import DEFAULT_EPISODES, DEFAULT_SEED, EpisodeSet, 
 from glocon.fewshot.metrics import ClassIoUAccumulator, RegionMapAccumulator
 from glocon.fewshot.report import figure_png, results_markdown
 from glocon.fewshot.transforms import to_original
-from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from glocon.raycluster import RayConfig
 
 MODEL_FORMAT = "glocon.fewshot_model/v1"
@@ -43,7 +44,7 @@ REGION_MAPS = ("prior_region_map", "guided_region_map")
 
 # -- config ------------------------------------------------------------------------------------
 class FewShotData(GloconModel):
-    shards: str | None = None  # a shard folder or its manifest.json (make_shards output)
+    shards: str | list[str] | None = None  # shard folder(s) or manifest.json(s) (make_shards output), merged
     benchmark: Literal["pascal", "coco", "fss", "embedded"] = "embedded"
     folds: list[int] = [0, 1, 2, 3]  # fss: ignored (the test split is the one "fold", 0)
     coco_split: Literal["interleaved", "contiguous"] = "interleaved"
@@ -56,14 +57,14 @@ class FewShotData(GloconModel):
 class FitConfig(GloconModel):
     steps: int | None = None  # total optimiser steps; or give epochs
     epochs: float | None = None  # passes over the base-class query images (PFENet: 200 on PASCAL)
-    batch_size: int = 4  # global, split over workers (PFENet / paper: 4)
+    batch_size: int = Field(4, gt=0)  # global, split over workers (PFENet / paper: 4)
     shots: int = 1  # training episodes' K (HSNet trains 1-shot and tests 1- and 5-shot)
     lr: float = 0.0025
     momentum: float = 0.9
     weight_decay: float = 1e-4
     power: float = 0.9  # poly decay: lr * (1 - step / steps) ** power
     scale: tuple[float, float] = (0.9, 1.1)  # PFENet's RandScale
-    num_workers: int = 1  # Ray Train workers (DDP when > 1)
+    num_workers: int = Field(1, gt=0)  # Ray Train workers (DDP when > 1)
     cpus_per_worker: int = 1
     loader_workers: int = 0  # torch DataLoader processes per Ray worker
     storage_path: str = "runs/fewshot"
@@ -82,7 +83,7 @@ class FitConfig(GloconModel):
 class EvalConfig(GloconModel):
     episodes: int = DEFAULT_EPISODES  # per fold and shot (HSNet: 1000; PFENet: 5000 PASCAL, 20000 COCO)
     shots: list[int] = [1, 5]
-    batch_size: int = 1
+    batch_size: int = Field(1, gt=0)
     n_figure_episodes: int = 4
     out_dir: str = "runs/fewshot/eval"
     weights: str | None = None  # a fit's model.pt (one fold) or a folder with fold<f>/model.pt; default: fit's output
@@ -124,7 +125,25 @@ def open_source(cfg: FewShotConfig, source: Any = None) -> Any:
         raise ConfigError(f"data.shards: glocon.data.readers is unavailable ({exc})") from None
     from glocon.fewshot.batches import ShardEpisodeSource
 
-    return ShardEpisodeSource(ShardIndex(cfg.data.shards))
+    paths = [cfg.data.shards] if isinstance(cfg.data.shards, str) else list(cfg.data.shards)
+    return ShardEpisodeSource(*(ShardIndex(p) for p in paths))
+
+
+def _abs(path: str | None) -> str | None:
+    return None if path is None or "://" in path else str(Path(path).resolve())
+
+
+def resolve_paths(cfg: FewShotConfig) -> FewShotConfig:
+    """A copy with absolute paths: Ray workers run in another working directory."""
+    data = cfg.model_dump(mode="json")
+    shards = data["data"]["shards"]
+    if shards is not None:
+        data["data"]["shards"] = _abs(shards) if isinstance(shards, str) else [_abs(p) for p in shards]
+    data["data"]["fss_split_dir"] = _abs(data["data"]["fss_split_dir"])
+    data["prior"] = _abs(data["prior"])
+    data["episodes_dir"] = _abs(data["episodes_dir"])
+    data["fit"]["storage_path"] = _abs(data["fit"]["storage_path"])
+    return FewShotConfig.model_validate(data)
 
 
 def fold_split(cfg: FewShotConfig, fold: int, class_index: Mapping[Any, Any]) -> tuple[list[int], list[int]]:
@@ -400,7 +419,7 @@ def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
         actor = MetricsActor.remote()
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"cfg": cfg.model_dump(mode="json"), "plugin": plugin, "fold": fold, "source": source, "metrics_actor": actor},
+            train_loop_config={"cfg": resolve_paths(cfg).model_dump(mode="json"), "plugin": plugin, "fold": fold, "source": source, "metrics_actor": actor},
             scaling_config=ScalingConfig(
                 num_workers=cfg.fit.num_workers, use_gpu=torch.cuda.is_available(), resources_per_worker={"CPU": cfg.fit.cpus_per_worker}
             ),
@@ -491,13 +510,17 @@ def evaluate_episodes(
     regions: dict[str, RegionMapAccumulator] = {}
     per_episode: list[float] = []
     figure: list[dict[str, Any]] = []
+    # Digests of every logit and prediction: two runs are equal bit for bit iff these match.
+    logits_sha, preds_sha = hashlib.sha256(), hashlib.sha256()
     for start in range(0, len(es.episodes), batch_size):
         batch = [load_eval_episode(source, e, image_size) for e in es.episodes[start : start + batch_size]]
         q, s, m = stack_eval(batch)
         out = model(q.to(device), s.to(device), m.to(device))
-        logits = out["logits"].float().cpu()
+        logits = out["logits"].float().cpu().contiguous()
+        logits_sha.update(logits.numpy().tobytes())
         for i, ep in enumerate(batch):
             pred = to_original(logits[i : i + 1], ep.info).argmax(dim=1)[0]
+            preds_sha.update(pred.to(torch.uint8).numpy().tobytes())
             per_episode.append(acc.update(ep.episode.cls, pred, ep.label))
             maps = {}
             for name in REGION_MAPS:
@@ -530,6 +553,8 @@ def evaluate_episodes(
         "mean_episode_iou": sum(per_episode) / len(per_episode) if per_episode else 0.0,
         "episodes": len(per_episode),
         "region_maps": {name.replace("_region_map", ""): r.summary() for name, r in regions.items()},
+        "logits_sha256": logits_sha.hexdigest(),
+        "predictions_sha256": preds_sha.hexdigest(),
     }
     return results, figure
 
@@ -605,7 +630,7 @@ def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, A
                 )  # fmt: skip
                 r["skipped_classes"] = es.extra.get("skipped_classes", [])
                 results["folds"][str(fold)][str(k)] = r
-                results["episode_files"][f"fold{fold}-{k}shot"] = str(path)
+                results["episode_files"][f"fold{fold}-{k}shot"] = {"path": str(path), "sha256": sha256_file(path)}
                 if fig_rows:
                     png = figure_png(fig_rows, f"{plugin.name} - {cfg.data.benchmark} fold {fold}, {k}-shot")
                     atomic_write_bytes(out_dir / f"fig5-fold{fold}-{k}shot.png", png)

@@ -52,7 +52,7 @@ def image_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image: expected (H, W, 3), got {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
 def _resize_image(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from glocon.config import GloconModel
 from glocon.models.prior import PriorArch
@@ -27,7 +27,7 @@ class DataSection(GloconModel):
 
 
 class LossSection(GloconModel):
-    tau: float = 0.2  # Eq. (1), (6)
+    tau: float = Field(0.2, gt=0)  # Eq. (1), (6); a temperature: > 0
     w_global: float = 1.0  # Eq. (7); 0 = "local only" (Table VI)
     w_local: float = 1.0  # Eq. (7); 0 = "global only" (Table VI)
     queue_global: int = 65536  # K
@@ -64,8 +64,8 @@ class PretrainConfig(GloconModel):
     storage_path: str = "runs/pretrain"
     seed: int = 0
     epochs: int = 200
-    batch_size: int = 256  # global, over all workers
-    num_workers: int = 2
+    batch_size: int = Field(256, gt=0)  # global, over all workers
+    num_workers: int = Field(2, gt=0)
     use_gpu: bool | None = None  # None: use CUDA when present
     cpus_per_worker: float = 1.0
     max_failures: int = 3

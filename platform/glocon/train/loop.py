@@ -56,6 +56,11 @@ def _maybe_die(cfg: PretrainConfig, step: int, rank: int) -> None:
         return
     if os.path.exists(f.marker):
         return
+    import ray.train
+
+    # Die only once the last report's checkpoint is committed: a worker that dies while Ray Train
+    # still processes its last report loses that checkpoint (the restart then goes back further).
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=60)
     Path(f.marker).parent.mkdir(parents=True, exist_ok=True)
     Path(f.marker).write_text(f"killed rank {rank} at step {step} pid {os.getpid()}\n")
     os.kill(os.getpid(), signal.SIGKILL)

@@ -75,6 +75,18 @@ class SweepDashboard(Callback):
         self._t0 = time.monotonic()
         self._live: Live | None = None
 
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks into tuner.pkl; a stream or a live view cannot go there.
+        state = self.__dict__.copy()
+        state["stream"] = None
+        state["_live"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.stream is None:
+            self.stream = sys.stdout
+
     # -- lifecycle (the sweep opens/closes it around Tuner.fit) ---------------------------
     def __enter__(self) -> "SweepDashboard":
         self._t0 = time.monotonic()

@@ -20,11 +20,13 @@ import csv
 import io
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from ray.tune import Callback
 
 from glocon.config import to_yaml, validate_config
 from glocon.errors import ConfigError
@@ -99,10 +101,15 @@ def plan_concurrency(cfg: SweepConfig, cluster: dict[str, float]) -> tuple[int, 
     gpus = float(cluster.get("GPU", 0.0))
     cpus = float(cluster.get("CPU", 0.0))
     use_gpu = gpus > 0 if r.use_gpu is None else r.use_gpu
+    if r.max_concurrent_trials is not None:
+        # Explicit: trusted as is, e.g. an autoscaling cluster (``ray up``) that has no GPU node
+        # yet and will add them when the trials' Train workers ask.
+        return max(1, min(r.max_concurrent_trials, n_trials(cfg))), use_gpu
+    hint = " (on an autoscaling cluster that will add nodes, set resources.max_concurrent_trials)"
     if use_gpu and gpus < r.workers_per_trial:
         raise ConfigError(
             f"resources.use_gpu=true needs {r.workers_per_trial} GPU(s) per trial "
-            f"(resources.workers_per_trial), but the Ray cluster has {gpus:g}"
+            f"(resources.workers_per_trial), but the Ray cluster has {gpus:g}{hint}"
         )
     cpu_need = r.driver_cpus + r.workers_per_trial * r.cpus_per_worker
     fit = math.floor(cpus / cpu_need + 1e-9) if cpu_need > 0 else 10**6
@@ -112,10 +119,65 @@ def plan_concurrency(cfg: SweepConfig, cluster: dict[str, float]) -> tuple[int, 
         raise ConfigError(
             f"one trial needs {cpu_need:g} CPUs (resources.driver_cpus={r.driver_cpus:g} + "
             f"resources.workers_per_trial={r.workers_per_trial} x resources.cpus_per_worker={r.cpus_per_worker:g}), "
-            f"but the Ray cluster has {cpus:g}"
+            f"but the Ray cluster has {cpus:g}{hint}"
         )
-    n = fit if r.max_concurrent_trials is None else r.max_concurrent_trials  # explicit: e.g. an autoscaling cluster
-    return max(1, min(n, n_trials(cfg))), use_gpu
+    return max(1, min(fit, n_trials(cfg))), use_gpu
+
+
+# -- placement groups of stopped trials -------------------------------------------------------
+
+
+def release_placement_groups(pg_file: Path) -> int:
+    """Remove every placement group listed in ``pg_file`` that still exists; returns how many."""
+    import ray
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    if not pg_file.is_file():
+        return 0
+    removed = 0
+    for line in pg_file.read_text().split():
+        pg = PlacementGroup(PlacementGroupID(bytes.fromhex(line)))
+        try:
+            state = placement_group_table(pg).get("state")
+        except Exception:  # unknown to this cluster (e.g. recorded before a restart)
+            continue
+        if state not in (None, "REMOVED"):
+            remove_placement_group(pg)
+            removed += 1
+    return removed
+
+
+class ReleasePlacementGroups(Callback):
+    """When Tune ends a trial (ASHA stop, error, or done), free its Train workers' CPUs/GPUs.
+    See ``glocon.tune.trainable.PlacementGroupRecorder`` for why this is needed.
+
+    It releases at the trial's end and again, every few seconds, for every ended trial: a
+    controller that outlives its killed driver for a moment could still start a new group.
+    """
+
+    def __init__(self, pg_dir: Path, every_s: float = 5.0) -> None:
+        self.pg_dir = Path(pg_dir)
+        self.every_s = every_s
+        self._last = 0.0
+
+    def _release(self, trial) -> None:
+        release_placement_groups(self.pg_dir / f"{trial.trial_id}.txt")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._release(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._release(trial)
+
+    def on_step_end(self, iteration, trials, **info):
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        for t in trials:
+            if t.status in ("TERMINATED", "ERROR"):
+                self._release(t)
 
 
 # -- restore ------------------------------------------------------------------------------------
@@ -292,6 +354,9 @@ def write_plot(trials: list[TrialResult], out_dir: Path, metric: str, title: str
         (line,) = ax.plot(xs, ys, style, marker="o", label=f"{label} [{t.status}]")
         if t.status == "stopped early":
             ax.plot(xs[-1], ys[-1], "x", color=line.get_color(), markersize=10)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("pretraining epoch")
     ax.set_ylabel(metric)
     ax.set_title(title)
@@ -385,7 +450,9 @@ def prepare(cfg: SweepConfig) -> tuple[dict[str, Any], Any]:
     set_dotted(base, cfg.targets.storage_path, _abs(str(get_dotted(base, cfg.targets.storage_path))))
     # Each trial's config must validate: check every grid point now, not an hour into the sweep.
     for tune_cfg in _grid_points(cfg):
-        validate_pretrain(trial_pretrain_dict(base, flat_params(tune_cfg, cfg.space), cfg.targets), f"sweep grid point {tune_cfg}")
+        data = trial_pretrain_dict(base, flat_params(tune_cfg, cfg.space), cfg.targets)
+        set_dotted(data, cfg.targets.num_workers, cfg.resources.workers_per_trial)  # as each trial will
+        validate_pretrain(data, f"sweep grid point {tune_cfg} with num_workers={cfg.resources.workers_per_trial}")
     plugin = load_plugin(cfg.objective.plugin)
     plugin_cfg = objective_config(cfg, cfg.experiment_dir)
     plugin.make_config(plugin_cfg.model, f"objective.config.model ({cfg.objective.plugin})")
@@ -437,6 +504,7 @@ def run_sweep(cfg: SweepConfig, *, stream: Any = None) -> SweepResults:
         space=cfg.space,
         targets=cfg.targets,
         train_storage=str(exp_dir / TRAINS),
+        pg_dir=str(exp_dir / "placement_groups"),
         plugin=cfg.objective.plugin,
         plugin_config=plugin_cfg.model_dump(mode="json"),  # FewShotConfig
         metric=cfg.objective.metric,
@@ -467,28 +535,31 @@ def run_sweep(cfg: SweepConfig, *, stream: Any = None) -> SweepResults:
         concurrency=concurrency,
     )
 
+    release = ReleasePlacementGroups(exp_dir / "placement_groups")
     if restorable:
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
         # Tune pickled the first run's callbacks into tuner.pkl; show this run's live view instead.
         run_config = tuner._local_tuner.get_run_config()
-        run_config.callbacks = [c for c in (run_config.callbacks or []) if not isinstance(c, SweepDashboard)] + [dashboard]
+        run_config.callbacks = [c for c in (run_config.callbacks or []) if type(c).__name__ not in ("SweepDashboard", "ReleasePlacementGroups")]
+        run_config.callbacks += [dashboard, release]
     else:
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(cfg.space),
             tune_config=tune.TuneConfig(
-                # seeded, so loguniform draws of tau are the same on every machine
-                search_alg=BasicVariantGenerator(random_state=cfg.seed),
+                # Tune's own default searcher, seeded (loguniform draws of tau repeat) and capped
+                # at ``concurrency``: what ``max_concurrent_trials`` does without a search_alg
+                # (ray/tune/tune.py), which Tune ignores once a BasicVariantGenerator is given.
+                search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=concurrency),
                 metric=cfg.objective.metric,
                 mode="max",
                 scheduler=scheduler,
                 num_samples=cfg.num_samples,
-                max_concurrent_trials=concurrency,
             ),
             run_config=tune.RunConfig(
                 name=cfg.name,
                 storage_path=str(exp_dir.parent),
-                callbacks=[dashboard],
+                callbacks=[dashboard, release],
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                 verbose=0,
             ),

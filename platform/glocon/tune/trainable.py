@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from glocon.tune.space import Targets, flat_params, set_dotted, trial_pretrain_dict, validate_pretrain, SearchSpace
@@ -42,6 +43,7 @@ class TrialSetup:
     space: SearchSpace
     targets: Targets
     train_storage: str  # where the trials' Ray Train runs live (inside the sweep folder)
+    pg_dir: str  # where each trial records its worker group's placement group (see PlacementGroupRecorder)
     plugin: str
     plugin_config: dict[str, Any]  # a FewShotConfig as a dict (paths already absolute)
     metric: str = "objective"
@@ -113,6 +115,33 @@ class ObjectiveReportCallback(TuneReportCallback):
         self._training_actor_item_queue.put(out)
 
 
+class PlacementGroupRecorder(WorkerGroupCallback):
+    """Writes the id of the trial's worker-group placement group to ``<pg_dir>/<trial_id>.txt``.
+
+    Why: when ASHA stops a trial, Tune kills the trial's driver, and with it the Train
+    controller, before the controller can remove its placement group. A placement group made by
+    a non-detached actor lives as long as the *job* (docs.ray.io, "Placement Group Lifetimes"),
+    so its CPUs would stay reserved and the next trial's workers would never start. Ray Train's
+    own safety net (the detached PlacementGroupCleaner) asks the state API whether the controller
+    is alive, which needs the dashboard and fails when a machine runs several Ray instances. The
+    sweep driver removes the recorded group itself when Tune ends the trial
+    (``glocon.tune.sweep.ReleasePlacementGroups``).
+
+    This is an internal Train V2 callback interface (``WorkerGroupCallback``); Train passes
+    non-``UserCallback`` entries of ``RunConfig.callbacks`` to its controller as they are.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def after_worker_group_start(self, worker_group) -> None:
+        pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
+        p = Path(self.path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with p.open("a") as fh:  # one line per worker group: a restarted group adds a line
+            fh.write(pg.id.hex() + "\n")
+
+
 def trial_pretrain_config(tune_config: dict[str, Any], setup: TrialSetup, trial_id: str):
     """The validated pretraining config of one trial (sampled params at their target paths,
     and a Train run named after the trial inside the sweep folder)."""
@@ -147,5 +176,6 @@ def pretrain_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     trial_id = tune.get_context().get_trial_id()
     pcfg = trial_pretrain_config(config, setup, trial_id)
     callback = ObjectiveReportCallback(setup.plugin, setup.plugin_config, setup.metric)
-    trainer = _build_trainer(pcfg, [callback])
+    recorder = PlacementGroupRecorder(str(Path(setup.pg_dir) / f"{trial_id}.txt"))
+    trainer = _build_trainer(pcfg, [callback, recorder])
     trainer.fit()

@@ -46,10 +46,12 @@ class QGNetConfig(GloconModel):
     bins_reference: int | None = PFENET_FEATURE_SIZE  # None: absolute bins, exactly as PFENet
     use_prior_map: bool = True  # ablation: False removes the prior branch and its FEM channel
     use_guided_map: bool = True  # ablation: False removes the guided map and its FEM channel
-    prior_path: str | None = None  # prior export to load when build_model gets no prior
+    # prior export to load when build_model gets no prior. The "global-only / local-only prior"
+    # ablation is an export pretrained with only L_global or only L_local, named here.
+    prior_path: str | None = None
     prior_source: Literal["export", "backbone", "local_head"] = "export"  # which F_p output is P_q
     prior_map_query: Literal["layer4", "bridge"] = "layer4"  # release: layer4; paper text: bridge features
-    prior_dim: int = 256  # the release's learned 3x3 conv width before Eq. 9
+    prior_conv_dim: int = 256  # the release's learned 3x3 conv width before Eq. 9
     eps: float = EPS  # Eq. 12
     aux_weight: float = 1.0  # PFENet: loss = main + 1.0 * mean(aux per bin)
 
@@ -126,8 +128,8 @@ class QGNet(nn.Module):
             for p in prior.parameters():
                 p.requires_grad_(False)
             query_dim = ch["layer4"] if cfg.prior_map_query == "layer4" else fea_dim
-            self.down_bridge_prior = _down(query_dim, cfg.prior_dim, 3)  # release: down_learn_super
-            self.down_prior = _down(self._prior_channels(prior), cfg.prior_dim, 3)  # release: down_learn_unsuper
+            self.down_bridge_prior = _down(query_dim, cfg.prior_conv_dim, 3)  # release: down_learn_super
+            self.down_prior = _down(self._prior_channels(prior), cfg.prior_conv_dim, 3)  # release: down_learn_unsuper
         n_maps = int(cfg.use_prior_map) + int(cfg.use_guided_map)
         self.fem = FEM(cfg.reduce_dim, n_maps, cfg.bins, cfg.bins_reference, classes=2)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -207,9 +209,10 @@ class QGNet(nn.Module):
             maps.append(prior_map)
         if cfg.use_guided_map:
             with torch.no_grad():  # training-free, like PFENet's prior mask
-                q4 = q["layer4"].repeat_interleave(k, dim=0)  # (B*K, C4, h, w): one query copy per shot
-                guided = guided_region_map(q4, s["layer4"], s["mask"], cfg.eps)
-                guided = k_shot_average(guided.view(b, k, 1, *guided.shape[-2:]))  # K-shot: mean map
+                s4 = s["layer4"].view(b, k, *s["layer4"].shape[1:])
+                s_mask = s["mask"].view(b, k, *s["mask"].shape[1:])
+                # one shot at a time, as PFENet: the (B, hw, h'w') cosine stays one shot's size
+                guided = k_shot_average([guided_region_map(q["layer4"], s4[:, i], s_mask[:, i], cfg.eps) for i in range(k)])
             out["guided_region_map"] = _resize(guided, size)
             maps.append(out["guided_region_map"])
 

@@ -13,6 +13,7 @@ Facts taken from the released code (``liuweide01/QGNet-Few-shot-segmentation``,
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -31,6 +32,12 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"expected a (B, C, h, w) or (B, C, N) tensor, got shape {tuple(x.shape)}")
 
 
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()  # e.g. the meta device, which has no autocast state
+
+
 def cosine_similarity_map(x: torch.Tensor, p: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Eq. (9) for every pair of positions: cos(x_q, p_q') = x_q^T p_q' / (||x_q|| ||p_q'|| + eps).
 
@@ -40,9 +47,14 @@ def cosine_similarity_map(x: torch.Tensor, p: torch.Tensor, eps: float = EPS) ->
     xf, pf = _flat(x), _flat(p)
     if xf.shape[:2] != pf.shape[:2]:
         raise ValueError(f"cosine_similarity_map: batch/channels differ: {tuple(x.shape)} vs {tuple(p.shape)}")
-    dots = torch.bmm(xf.transpose(1, 2), pf)  # (B, hw, h'w')
-    norms = xf.norm(dim=1).unsqueeze(2) * pf.norm(dim=1).unsqueeze(1)  # (B, hw, 1) * (B, 1, h'w')
-    return dots / (norms + eps)
+    # at least float32 and outside autocast: eps = 1e-7 and a max over thousands of near-equal
+    # cosines do not survive float16
+    dtype = torch.promote_types(torch.promote_types(xf.dtype, pf.dtype), torch.float32)
+    with _no_autocast(xf.device):
+        xf, pf = xf.to(dtype), pf.to(dtype)
+        dots = torch.bmm(xf.transpose(1, 2), pf)  # (B, hw, h'w')
+        norms = xf.norm(dim=1).unsqueeze(2) * pf.norm(dim=1).unsqueeze(1)  # (B, hw, 1) * (B, 1, h'w')
+        return dots / (norms + eps)
 
 
 def min_max_normalize(s: torch.Tensor, eps: float = EPS) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from glocon.errors import ConfigError
-from glocon.models.prior import PriorArch, PriorExtractor, load_prior_extractor, save_export
+from glocon.models.prior import PriorArch, PriorExtractor, load_prior_extractor
 
 from glocon_qgnet.model import QGNet, QGNetConfig, build_qgnet, segmentation_loss
 from glocon_qgnet.region_maps import guided_region_map, prior_region_map
@@ -16,7 +16,7 @@ SIZE = 65  # dilated resnet18 -> 9x9 bridge features; the resnet18 prior -> 3x3
 
 
 def tiny_cfg(**kw) -> QGNetConfig:
-    return QGNetConfig(backbone="resnet18", reduce_dim=32, prior_dim=32, **kw)
+    return QGNetConfig(backbone="resnet18", reduce_dim=32, prior_conv_dim=32, **kw)
 
 
 def episode(b: int = 2, k: int = 1, seed: int = 0):
@@ -200,3 +200,48 @@ def test_config_rejects_bad_bins_and_unknown_backbones():
         QGNetConfig(bins=())
     with pytest.raises(ValueError):
         QGNetConfig(backbone="resnet9000")
+
+
+def test_learnable_parameters_match_pfenet_and_the_release_layer_for_layer():
+    """Counts re-derived from the layer lists of PFENet's model/PFENet.py and the release's PFENet_QGNet.py."""
+    conv = lambda cin, cout, k=1, bias=False: cin * cout * k * k + (cout if bias else 0)  # noqa: E731
+    c, fea, bins = 256, 1024 + 512, 4
+    pfenet = (
+        2 * conv(fea, c)  # down_query, down_supp
+        + bins * conv(2 * c + 1, c)  # init_merge (one prior mask)
+        + bins * 2 * conv(c, c, 3)  # beta_conv
+        + bins * (conv(c, c, 3) + conv(c, 2, 1, bias=True))  # inner_cls
+        + (bins - 1) * conv(2 * c, c)  # alpha_conv
+        + conv(bins * c, c) + 2 * conv(c, c, 3)  # res1, res2
+        + conv(c, c, 3) + conv(c, 2, 1, bias=True)  # cls
+    )
+    off = QGNet(QGNetConfig(use_prior_map=False))
+    assert sum(p.numel() for p in off.trainable_parameters()) == pfenet
+    # the release: one more map channel per init_merge, down_learn_super / _unsuper (3x3, 2048 -> 256)
+    release = pfenet + bins * c + 2 * conv(2048, c, 3)
+    on = QGNet(QGNetConfig(), PriorExtractor(PriorArch(backbone="resnet50")))
+    assert sum(p.numel() for p in on.trainable_parameters()) == release
+
+
+def test_a_few_sgd_steps_on_one_episode_lower_its_loss(prior_export):
+    torch.manual_seed(0)
+    m = build_qgnet(tiny_cfg(prior_path=str(prior_export)))
+    query, supports, masks = episode(b=2, k=1, seed=8)
+    target = torch.zeros(2, SIZE, SIZE, dtype=torch.long)
+    target[:, 20:60, 10:40] = 1
+    target[:, :, :3] = 255
+
+    def eval_loss() -> float:
+        m.eval()
+        with torch.no_grad():
+            return m.loss(m(query, supports, masks), target)[0].item()
+
+    before = eval_loss()
+    opt = torch.optim.SGD(m.trainable_parameters(), lr=0.1, momentum=0.9)  # large lr: only 8 steps
+    m.train()
+    for _ in range(8):
+        opt.zero_grad()
+        m.loss(m(query, supports, masks), target)[0].backward()
+        opt.step()
+    after = eval_loss()
+    assert after < 0.9 * before, (before, after)

@@ -114,3 +114,11 @@ def test_prior_region_map_passes_gradients_to_both_inputs():
     prior_region_map(x, p).square().sum().backward()
     assert x.grad is not None and p.grad is not None
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0 and p.grad.abs().sum() > 0
+
+
+def test_region_maps_are_computed_in_float32_even_from_half_inputs():
+    torch.manual_seed(0)
+    x, p = torch.randn(1, 8, 4, 4), torch.randn(1, 8, 3, 3)
+    half = prior_region_map(x.half(), p.half())
+    assert half.dtype == torch.float32
+    assert torch.allclose(half, prior_region_map(x.half().float(), p.half().float()))

@@ -1,0 +1,595 @@
+"""Hostile inputs, one test each: every one ends in a clear error that names the file, key or
+field and what was expected, or in a documented, recorded skip (a logged warning, a ``rejected``
+entry in the shard manifest, a clipped polygon).
+
+Inputs reach glocon the way a user's data does: through a layout (``open_layout``), the shard
+writer's per-sample step (``make_sample`` / ``build_shard``, run here in-process, no Ray), the
+readers, the config loader, the checkpoint loaders, the bank and the plugin scan. Sizes stay at
+64 x 48 px so the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import shutil
+import tarfile
+import warnings
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from glocon.config import load_config
+from glocon.data.imageio import load_record, load_rgb
+from glocon.data.layouts import LayoutConfig, open_layout
+from glocon.data.readers import ShardIndex, scan_tar, stream_samples
+from glocon.data.schema import Sample, encode_sample
+from glocon.data.shards import (
+    BuildSpec,
+    Manifest,
+    Rejected,
+    ShardEntry,
+    ShardsConfig,
+    build_shard,
+    make_sample,
+    open_tar_writer,
+    plan_shards,
+)
+from glocon.errors import CheckpointError, ConfigError, DataError
+from glocon.io import sha256_file
+from layout_fixtures import H, W, add_symlink_loop, make_coco_instances, make_folder, make_hostile_images, make_voc
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+# small superpixel settings: the fixtures are 64 x 48 px
+SPEC = BuildSpec.from_config(ShardsConfig(longest_side=64, min_side=8, superpixels={"slic": {"n_segments": 16}}))
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict[str, Path]:
+    """The hostile images of ``layout_fixtures`` in one folder (a plain-folder data set)."""
+    return make_hostile_images(tmp_path_factory.mktemp("hostile") / "images")
+
+
+@pytest.fixture(scope="module")
+def folder_records(hostile) -> dict[str, object]:
+    """file name -> the folder layout's record for it (how a user's folder of photos is read)."""
+    root = hostile["zero_byte"].parent
+    return {Path(r.source).name: r for r in open_layout(LayoutConfig(layout="folder", root=str(root)))}
+
+
+def rejected_reason(record) -> str:
+    """What the shard writer records for a record it refuses (its ``rejected`` reason)."""
+    with pytest.raises(Rejected) as info:
+        make_sample(record, SPEC)
+    return str(info.value)
+
+
+def sample(i: int, h: int = 48, w: int = 64) -> Sample:
+    """A shard sample with small, structured label maps (class 3 on the left half)."""
+    rng = np.random.default_rng(i)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    slic = ((yy // 12) * 4 + xx // 16).astype(np.int32)  # 16 blocks
+    fh = (xx // 32).astype(np.int32)
+    mask = np.where(xx < w // 2, 3, 0).astype(np.uint8)
+    meta = {"key": f"img/{i:03d}", "source": f"/data/{i:03d}.jpg", "orig_size": [h, w], "classes": {"3": int((mask == 3).sum())}}
+    return Sample(key=f"img/{i:03d}", image=image, slic=slic, fh=fh, meta=meta, mask=mask)
+
+
+def write_shards(folder: Path, n: int = 4, per_shard: int = 2) -> Manifest:
+    """Shards + manifest laid out as make_shards writes them (its tar writer, the one schema)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = [sample(i) for i in range(n)]
+    entries = []
+    for s, start in enumerate(range(0, n, per_shard)):
+        chunk = samples[start : start + per_shard]
+        name = f"shard-{s:06d}.tar"
+        with open(folder / name, "wb") as fh, open_tar_writer(fh) as writer:
+            for x in chunk:
+                writer.write(encode_sample(x))
+        entries.append(ShardEntry(name=name, count=len(chunk), sha256=sha256_file(folder / name),
+                                  bytes=(folder / name).stat().st_size, keys=[x.key for x in chunk]))
+    manifest = Manifest(prefix="shard", members=["fh.png", "jpg", "json", "mask.png", "slic.png"], min_class_pixels=100,
+                        shards=entries, classes={3: [x.key for x in samples]}, rejected=[],
+                        totals={"records": n, "samples": n, "shards": len(entries), "rejected": 0}, config={})
+    manifest.save(folder)
+    return manifest
+
+
+def voc_record(root: Path, ident: str = "2007_000001"):
+    return {r.key: r for r in open_layout(LayoutConfig(layout="voc", root=str(root), split="train"))}[f"voc/{ident}"]
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+# ---------------------------------------------------------------------------------------------
+def test_truncated_jpeg_is_refused_naming_the_file(folder_records, hostile):
+    record = folder_records["truncated.jpg"]
+    with pytest.raises(DataError, match=rf"{re.escape(str(hostile['truncated_jpeg']))}: truncated or corrupt image data .*expected a JPEG, PNG or WebP"):
+        record.load_image()
+    assert str(hostile["truncated_jpeg"]) in rejected_reason(record)
+
+
+def test_zero_byte_file_is_refused_naming_the_file(folder_records, hostile):
+    with pytest.raises(DataError, match=rf"{re.escape(str(hostile['zero_byte']))}: empty file \(0 bytes; expected a JPEG"):
+        folder_records["zero.jpg"].load_image()
+    assert "empty file" in rejected_reason(folder_records["zero.jpg"])
+
+
+def test_png_that_is_really_text_is_refused_showing_what_it_holds(folder_records, hostile):
+    with pytest.raises(DataError, match=rf"{re.escape(str(hostile['text_as_png']))}: not a decodable image \(expected .*\); it starts with b'<html>404"):
+        folder_records["text.png"].load_image()
+
+
+def test_cmyk_jpeg_is_converted_to_the_right_rgb_colours(tmp_path):
+    # Five 16 px patches, stored as CMYK: red, green, blue, black, mid grey (K only).
+    patches = [((0, 255, 255, 0), (255, 0, 0)), ((255, 0, 255, 0), (0, 255, 0)), ((255, 255, 0, 0), (0, 0, 255)),
+               ((0, 0, 0, 255), (0, 0, 0)), ((0, 0, 0, 128), (127, 127, 127))]
+    im = Image.new("CMYK", (16 * len(patches), 16))
+    for i, (cmyk, _) in enumerate(patches):
+        im.paste(cmyk, (16 * i, 0, 16 * (i + 1), 16))
+    path = tmp_path / "cmyk.jpg"
+    im.save(path, "JPEG", quality=95)
+    assert Image.open(path).mode == "CMYK"
+    rgb = load_rgb(path)
+    assert rgb.mode == "RGB" and rgb.size == (16 * len(patches), 16)
+    a = np.asarray(rgb).astype(int)
+    for i, (_, want) in enumerate(patches):
+        got = a[8, 16 * i + 8]
+        assert np.abs(got - want).max() <= 6, f"patch {i}: CMYK -> {got.tolist()}, expected {want}"
+
+
+def test_16bit_png_is_scaled_to_8_bits_not_clipped(folder_records, hostile):
+    raw = np.asarray(Image.open(hostile["png16"])).astype(np.float64)  # (H, W) 0..65535 ramp along x
+    assert raw.max() > 255, "the fixture must really hold 16-bit values"
+    a = np.asarray(folder_records["gray16.png"].load_image())
+    assert a.shape == (H, W, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a[..., 0], np.round(raw / 257).astype(np.uint8))  # 65535 -> 255, linear
+    assert (a[..., 0] == a[..., 1]).all() and (a[..., 0] == a[..., 2]).all()
+    assert len(np.unique(a[0, :, 0])) == W  # a clipping conversion would flatten most of the ramp to 255
+
+
+def test_huge_image_beyond_the_pixel_limit_is_refused_naming_the_limit(folder_records, hostile, tmp_path):
+    with pytest.raises(DataError, match=rf"{re.escape(str(hostile['bomb']))}: decompression bomb refused: 10000x10000 = 100000000 pixels, expected at most 89478485"):
+        folder_records["bomb.png"].load_image()
+    # The limit is a config value: an ordinary 64x48 photo is refused under a tighter one, and the message names the key.
+    small = tmp_path / "small"
+    small.mkdir()
+    shutil.copy(hostile["zero_byte"].parent / "good.jpg", small / "good.jpg")
+    (record,) = open_layout(LayoutConfig(layout="folder", root=str(small), max_image_pixels=1000))
+    with pytest.raises(DataError, match=r"good\.jpg: decompression bomb refused: 64x48 = 3072 pixels, expected at most 1000 \(raise data\.max_image_pixels"):
+        record.load_image()
+
+
+def test_one_by_one_image_decodes_exactly_but_the_shard_writer_rejects_it_with_the_reason(folder_records, hostile):
+    record = folder_records["one.png"]
+    assert np.asarray(record.load_image()).tolist() == [[[10, 20, 30]]]  # decoded exactly
+    # Too small for superpixels: a documented rejection naming the size and the limit, never a crash in SLIC.
+    assert rejected_reason(record) == f"image is 1x1, smaller than min_side={SPEC.min_side}"
+    with pytest.raises(DataError, match=rf"folder/one\.png \({re.escape(str(hostile['one_by_one']))}\): image is 1x1, expected at least 8 px"):
+        load_record(record, min_side=8)
+
+
+def test_shard_writer_turns_every_bad_image_into_a_rejected_entry_and_keeps_the_good_ones(folder_records, tmp_path):
+    cfg = ShardsConfig(out_dir=str(tmp_path / "shards"), samples_per_shard=64, longest_side=64, superpixels={"slic": {"n_segments": 16}})
+    (plan,), refused = plan_shards(list(folder_records.values()), cfg)
+    done = build_shard(plan, str(tmp_path / "shards"), BuildSpec.from_config(cfg))
+    reasons = {Path(r["path"]).name: r["reason"] for r in done["rejected"]}
+    assert not refused
+    assert set(reasons) == {"truncated.jpg", "truncated_header.jpg", "zero.jpg", "text.png", "bomb.png", "one.png"}
+    for name, reason in reasons.items():
+        assert name in reason or "1x1" in reason, f"{name}: the reason should name the file: {reason}"
+    written = {k.split("/")[-1] for k in done["keys"]}
+    assert {"good.jpg", "cmyk.jpg", "gray16.png", "palette.png", "rgba.png", "la.png"} <= written
+    assert written.isdisjoint(reasons)
+    assert len(list(stream_samples([str(tmp_path / "shards" / plan.name)]))) == done["count"]
+
+
+# ---------------------------------------------------------------------------------------------
+# masks and annotation files
+# ---------------------------------------------------------------------------------------------
+def test_mask_of_the_wrong_size_is_refused_naming_the_mask_file_and_both_sizes(tmp_path):
+    root = make_voc(tmp_path, n=1)
+    png = root / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000001.png"
+    small = Image.open(png).resize((W // 2, H // 2), Image.NEAREST)
+    small.save(png)
+    record = voc_record(root)
+    with pytest.raises(DataError, match=rf"voc/2007_000001 \(mask {re.escape(str(png))}\): mask is 32x24 \(WxH\) but its image is 64x48; expected the same size"):
+        load_record(record)
+    assert rejected_reason(record) == "mask size 32x24 differs from image size 64x48"
+
+
+def test_mask_with_class_ids_out_of_range_is_refused_naming_the_ids_and_the_range(tmp_path):
+    root = make_voc(tmp_path, n=1)
+    png = root / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000001.png"
+    im = Image.open(png)
+    a = np.array(im)
+    a[0, 0], a[0, 1] = 37, 200  # VOC has classes 0..20 and 255
+    bad = Image.fromarray(a, "P")
+    bad.putpalette(im.getpalette())
+    bad.save(png)
+    record = voc_record(root)
+    with pytest.raises(DataError, match=rf"{re.escape(str(png))}\): mask holds class ids \[37, 200\] out of range \(expected 0\.\.20 or 255"):
+        load_record(record)
+    # the shard writer refuses it too, instead of indexing a class 37 that VOC does not have
+    assert re.search(r"class ids \[37, 200\] out of range \(expected 0\.\.20", rejected_reason(record))
+
+
+def test_voc_list_naming_a_missing_image_is_refused_naming_the_list_and_the_id(tmp_path):
+    root = make_voc(tmp_path, n=2)
+    lists = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    with open(lists / "train.txt", "a") as fh:
+        fh.write("2007_009999\n")
+    with pytest.raises(DataError, match=rf"{re.escape(str(lists / 'train.txt'))}: id 2007_009999 names a missing image .*JPEGImages/2007_009999\.jpg"):
+        open_layout(LayoutConfig(layout="voc", root=str(root), split="train"))
+
+
+def test_coco_json_with_a_category_missing_from_categories_is_refused_naming_json_annotation_and_id(tmp_path):
+    root = make_coco_instances(tmp_path, missing_category=True)
+    json_path = root / "annotations" / "instances_val2017.json"
+    with pytest.raises(DataError, match=rf"{re.escape(str(json_path))}: annotation 7 has category_id 999, which is missing from 'categories' \(expected one of"):
+        open_layout(LayoutConfig(layout="coco", root=str(root), split="val2017"))
+
+
+def test_coco_polygons_out_of_bounds_are_clipped_to_the_image_not_fatal(tmp_path):
+    root = make_coco_instances(tmp_path)
+    recs = {r.key: r for r in open_layout(LayoutConfig(layout="coco", root=str(root), split="val2017"))}
+    image, mask = load_record(recs["coco/val2017/000000000002"])  # polygons from (-30, -20) and out to 1e7
+    assert mask.shape == (H, W) and image.size == (W, H)
+    ys, xs = np.nonzero(mask[:24, :40] == 80)  # [-30, 30] x [-20, 20] clipped to [0, 30] x [0, 20]
+    assert ys.min() == 0 and xs.min() == 0 and 18 <= ys.max() <= 20 and 28 <= xs.max() <= 30
+    assert mask[H - 1, W - 1] == 80 and mask[29, 55] == 0  # [50, 1e7] x [30, 1e7] clipped to the corner
+    assert abs(int((mask == 80).sum()) - (30 * 20 + 14 * 18)) <= 40
+
+
+# ---------------------------------------------------------------------------------------------
+# folders
+# ---------------------------------------------------------------------------------------------
+def test_empty_folder_is_refused_naming_the_folder_and_the_extensions_looked_for(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no images here\n")
+    with pytest.raises(DataError, match=rf"folder {re.escape(str(empty))} holds no images \(expected files ending in \.jpg, \.jpeg, \.png, \.webp"):
+        open_layout(LayoutConfig(layout="folder", root=str(empty)))
+
+
+def test_symlink_loop_is_skipped_and_logged_naming_the_link_without_duplicates(tmp_path, caplog):
+    top = make_folder(tmp_path)
+    link = add_symlink_loop(top)
+    with caplog.at_level(logging.WARNING, logger="glocon.data.layouts.folder"):
+        records = open_layout(LayoutConfig(layout="folder", root=str(top)))
+    keys = [r.key for r in records]
+    assert len(keys) == len(set(keys)) == 4  # a, b, c, d: the loop neither hangs the scan nor repeats images
+    assert not any("/loop/" in k for k in keys)
+    assert any(str(link) in m and "symlink loop" in m for m in caplog.messages), caplog.messages
+
+
+# ---------------------------------------------------------------------------------------------
+# shards
+# ---------------------------------------------------------------------------------------------
+def test_tar_member_named_dotdot_is_refused_naming_the_shard_and_the_member(tmp_path):
+    manifest = write_shards(tmp_path / "shards")
+    path = manifest.shard_path(manifest.shards[0].name)
+    with tarfile.open(path, "w") as tf:  # replace the shard by one with a member that escapes its folder
+        info = tarfile.TarInfo("../x")
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"{}"))
+    pattern = rf"shard {re.escape(str(path))}: tar member '\.\./x' has an absolute path or '\.\.' \(refused\)"
+    with pytest.raises(DataError, match=pattern):
+        list(stream_samples([str(path)]))
+    with pytest.raises(DataError, match=pattern):
+        ShardIndex(manifest.root)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "shards" / "x").exists()
+
+
+def test_truncated_tar_is_refused_naming_the_shard(tmp_path):
+    manifest = write_shards(tmp_path / "shards")
+    path = manifest.shard_path(manifest.shards[1].name)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=rf"shard {re.escape(str(path))}: truncated"):
+        list(stream_samples(manifest.root))
+    with pytest.raises(DataError, match=rf"shard {re.escape(str(path))}: truncated tar"):
+        scan_tar(path)
+
+
+def test_shard_sample_missing_its_slic_member_names_shard_key_and_field(tmp_path):
+    raw = encode_sample(sample(0))
+    del raw["slic.png"]
+    path = tmp_path / "partial.tar"
+    with open(path, "wb") as fh, open_tar_writer(fh) as writer:
+        writer.write(raw)
+    with pytest.raises(DataError, match=rf"shard {re.escape(str(path))}, sample 'img_000', field 'slic\.png': missing \(a sample needs jpg, slic\.png, fh\.png, json\)"):
+        list(stream_samples([str(path)]))
+
+
+def test_manifest_edited_by_hand_with_a_wrong_sha_is_caught_naming_the_shard(tmp_path):
+    manifest = write_shards(tmp_path / "shards")
+    path = tmp_path / "shards" / "manifest.json"
+    data = json.loads(path.read_text())
+    data["shards"][1]["sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
+    assert len(ShardIndex(path)) == 4  # the cheap check (sizes, members) still passes: the tars are intact
+    shard = manifest.shard_path(manifest.shards[1].name)
+    with pytest.raises(DataError, match=rf"shard {re.escape(str(shard))}: sha256 differs from the manifest's"):
+        ShardIndex(path, verify=True)
+
+
+def test_episode_file_naming_a_key_not_in_the_shards_is_refused_naming_file_episode_and_key(tmp_path):
+    from glocon.fewshot.batches import ShardEpisodeSource
+    from glocon.fewshot.episodes import episodes_for
+
+    manifest = write_shards(tmp_path / "shards")
+    index = ShardIndex(manifest.root)
+    source = ShardEpisodeSource(index)
+    kw = dict(benchmark="embedded", fold=0, mode="test", shots=1, n_episodes=3, seed=321, base=[1], novel=[3])
+    es, path, reused = episodes_for(source, tmp_path / "episodes", **kw)
+    assert not reused and {e.query for e in es.episodes} <= set(index.keys())
+    text = path.read_text()
+    first = es.episodes[0].query
+    path.write_text(text.replace(json.dumps(first), json.dumps("img/999"), 1))
+    with pytest.raises(DataError, match=rf"episode file {re.escape(str(path))}: episode 0 \(class 3\) names images the data does not list for that class: \['img/999'\]"):
+        episodes_for(source, tmp_path / "episodes", **kw)
+    with pytest.raises(KeyError, match=r"sample 'img/999' is not in the shards of"):
+        index.get("img/999")
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+# ---------------------------------------------------------------------------------------------
+def test_unknown_config_key_names_the_key_and_the_nearest_valid_one():
+    from glocon.train.config import PretrainConfig
+
+    with pytest.raises(ConfigError, match=r"(?s)pretrain-demo\.yaml.*unknown key 'loss\.taux'; did you mean 'loss\.tau'"):
+        load_config(PretrainConfig, CONFIGS / "pretrain-demo.yaml", ["loss.taux=0.1"])
+
+
+def test_config_value_of_the_wrong_type_names_the_field_the_type_and_the_value():
+    with pytest.raises(ConfigError, match=r"field 'samples_per_shard': .*expected int_parsing, got 'many'"):
+        load_config(ShardsConfig, CONFIGS / "shards-embedded.yaml", ["samples_per_shard=many"])
+
+
+@pytest.mark.parametrize("override", ["batch_size=-8", "batch_size=0"])
+def test_negative_or_zero_batch_size_is_refused_by_the_pretraining_config(override):
+    from glocon.train.config import PretrainConfig
+
+    with pytest.raises(ConfigError, match=r"field 'batch_size': Input should be greater than 0"):
+        load_config(PretrainConfig, CONFIGS / "pretrain-demo.yaml", [override])
+
+
+@pytest.mark.parametrize("override, field", [("fit.batch_size=-4", "fit.batch_size"), ("eval.batch_size=-1", "eval.batch_size"),
+                                             ("fit.batch_size=0", "fit.batch_size")])
+def test_negative_or_zero_batch_size_is_refused_by_the_fewshot_config(override, field):
+    from glocon.fewshot.runner import FewShotConfig
+
+    with pytest.raises(ConfigError, match=rf"field '{re.escape(field)}': Input should be greater than 0"):
+        load_config(FewShotConfig, None, [override])
+
+
+@pytest.mark.parametrize("tau", ["0", "-0.07"])
+def test_tau_not_positive_is_refused_by_the_pretraining_and_sweep_configs(tau):
+    from glocon.train.config import PretrainConfig
+    from glocon.tune.space import base_pretrain_dict, load_sweep_config
+
+    with pytest.raises(ConfigError, match=r"field 'loss\.tau': Input should be greater than 0"):
+        load_config(PretrainConfig, CONFIGS / "pretrain-demo.yaml", [f"loss.tau={tau}"])
+    # a sweep: in its search space (grid or log-uniform range) and in its base pretraining overrides
+    with pytest.raises(ConfigError, match=r"field 'space\.tau'.*space\.tau\.grid: expected a non-empty list of positive temperatures"):
+        load_sweep_config(None, [f"space.tau=[0.2, {tau}]"])
+    with pytest.raises(ConfigError, match=r"field 'space\.tau\.loguniform\.low': Input should be greater than 0"):
+        load_sweep_config(None, [f"space.tau.loguniform.low={tau}", "space.tau.loguniform.high=0.5"])
+    sweep = load_sweep_config(None, [f"pretrain={CONFIGS / 'pretrain-demo.yaml'}", f"pretrain_overrides=['loss.tau={tau}']"])
+    with pytest.raises(ConfigError, match=r"field 'loss\.tau': Input should be greater than 0"):
+        base_pretrain_dict(sweep)
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------------
+class _RunsCode:
+    """Unpickling this runs code: ``exec`` creates the marker file (what an attacker's pickle would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def _poisoned(path: Path, payload: dict, marker: Path) -> Path:
+    """A real torch checkpoint (zip + data.pkl) whose pickle calls ``exec`` when loaded unsafely."""
+    torch.save({**payload, "note": _RunsCode(marker)}, path)
+    assert b"exec" in path.read_bytes()
+    return path
+
+
+def _prove_payload_is_live(path: Path, marker: Path) -> None:
+    """The same file, loaded the unsafe way, does create the marker: the refusal above was real."""
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+
+
+def test_prior_export_that_is_a_pickle_with_code_is_refused_and_the_code_never_runs(tmp_path):
+    from glocon.models.prior import EXPORT_FORMAT, load_prior_extractor
+
+    marker = tmp_path / "pwned"
+    path = _poisoned(tmp_path / "prior.pt", {"format": EXPORT_FORMAT, "arch": {"backbone": "resnet18"}, "state_dict": {}}, marker)
+    with pytest.raises(CheckpointError, match=rf"(?s)prior export {re.escape(str(path))}: refused or unreadable with torch\.load\(weights_only=True\).*Unsupported global: GLOBAL exec"):
+        load_prior_extractor(path)
+    assert not marker.exists(), "loading a prior export ran code from its pickle"
+    _prove_payload_is_live(path, marker)
+
+
+def test_pretraining_checkpoint_that_is_a_pickle_with_code_is_refused_and_the_code_never_runs(tmp_path):
+    from glocon.train.checkpoint import STATE, STATE_FORMAT, load_state
+
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "checkpoint_000003"
+    folder.mkdir()
+    path = _poisoned(folder / STATE, {"format": STATE_FORMAT, "step": 3, "epoch": 0}, marker)
+    with pytest.raises(CheckpointError, match=rf"(?s)checkpoint {re.escape(str(path))}: unreadable with torch\.load\(weights_only=True\).*Unsupported global: GLOBAL exec"):
+        load_state(folder)
+    assert not marker.exists(), "resuming from a checkpoint ran code from its pickle"
+    _prove_payload_is_live(path, marker)
+
+
+# ---------------------------------------------------------------------------------------------
+# bank
+# ---------------------------------------------------------------------------------------------
+def test_prior_with_another_dimension_than_the_bank_is_refused_naming_both_files_and_sizes(tmp_path):
+    from glocon.bank.build import build_bank
+    from glocon.bank.config import BankConfig, QueryConfig
+    from glocon.bank.query import query_bank
+    from glocon.bank.store import INDEX
+    from glocon.models.prior import PriorArch, PriorExtractor, save_export
+
+    torch.manual_seed(0)
+    prior = tmp_path / "prior-512.pt"
+    save_export(PriorExtractor(PriorArch(backbone="resnet18")), prior)  # prior_features: 512-d backbone map
+    other = tmp_path / "prior-128.pt"
+    save_export(PriorExtractor(PriorArch(backbone="resnet18", prior_source="local_head")), other)  # 128-d
+    write_shards(tmp_path / "shards", n=2, per_shard=2)
+    bank = tmp_path / "bank"
+    manifest = build_bank(BankConfig(prior=str(prior), shards=str(tmp_path / "shards"), out=str(bank), workers=0, device="cpu"))
+    assert manifest["dim"] == 512
+    with pytest.raises(DataError, match=rf"prior {re.escape(str(other))}: gives 128-d 'prior' vectors, but bank index {re.escape(str(bank / INDEX))} holds 512-d vectors \(expected a prior with the bank's embedding size"):
+        query_bank(QueryConfig(bank=str(bank), prior=str(other), key="img/000", superpixel=0, device="cpu"))
+
+
+# ---------------------------------------------------------------------------------------------
+# plugins
+# ---------------------------------------------------------------------------------------------
+def test_plugin_entry_point_that_fails_to_import_is_reported_and_the_others_still_list(monkeypatch):
+    from glocon import plugins
+
+    real = list(plugins._entry_points())
+    assert real, "glocon's own plugins (proto, qgnet) should be installed"
+    broken = EntryPoint(name="broken", value="glocon_no_such_module.plugin:plugin", group=plugins.GROUP)
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, broken])
+
+    rows = {r["name"]: r for r in plugins.list_plugins()}
+    assert rows["broken"]["status"].startswith("error: ModuleNotFoundError") and "glocon_no_such_module" in rows["broken"]["status"]
+    assert rows["broken"]["source"] == "glocon_no_such_module.plugin:plugin"
+    ok = {name for name, r in rows.items() if r["status"] == "ok"}
+    assert ok == {ep.name for ep in real}, rows
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = plugins.discover_plugins()
+    assert set(found) == ok
+    assert any(issubclass(w.category, plugins.PluginLoadWarning) and "'broken'" in str(w.message) for w in caught)
+    with pytest.raises(plugins.PluginError, match=r"plugin 'broken' is installed but failed to load: ModuleNotFoundError"):
+        plugins.load_plugin("broken")
+
+
+# ---------------------------------------------------------------------------------------------
+# ports and authentication
+# ---------------------------------------------------------------------------------------------
+TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".toml", ".md", ".sh", ".cfg", ".ini", ".txt", ".json", ""}
+SKIP_DIRS = {".git", ".venv", "runs", "__pycache__", ".pytest_cache", "node_modules", "build", "dist"}
+
+
+def repo_text_files() -> list[Path]:
+    out = []
+    for p in REPO.rglob("*"):
+        rel = p.relative_to(REPO).parts
+        if any(part in SKIP_DIRS or part.endswith(".egg-info") for part in rel):
+            continue
+        if p.is_file() and (p.suffix in TEXT_SUFFIXES or p.name in ("Makefile", "run")) and p.stat().st_size < 2_000_000:
+            out.append(p)
+    return out
+
+
+def _yaml_values(node, path=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _yaml_values(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _yaml_values(v, f"{path}[{i}]")
+    else:
+        yield path, node
+
+
+def test_every_service_binds_to_loopback_unless_a_config_says_otherwise(monkeypatch):
+    import ray
+
+    from glocon.raycluster import RayConfig, init_ray
+
+    # Defaults, and what init_ray really hands to ray.init for a local Ray.
+    cfg = RayConfig()
+    assert cfg.node_ip_address == "127.0.0.1" and cfg.dashboard_host == "127.0.0.1"
+    seen: dict = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    init_ray(RayConfig(include_dashboard=True))
+    assert seen["dashboard_host"] == "127.0.0.1" and seen["_node_ip_address"] == "127.0.0.1"
+    # ... and a config that says otherwise is obeyed (the only way to bind elsewhere).
+    seen.clear()
+    init_ray(RayConfig(dashboard_host="10.0.0.5"))
+    assert seen["dashboard_host"] == "10.0.0.5"
+
+    # No shipped config, cluster file, job, library or bench binds all interfaces (docs and tests
+    # may name the address to warn against it).
+    shipped = [p for p in repo_text_files() if p.suffix != ".md" and "tests" not in p.relative_to(REPO).parts]
+    offenders = [f"{p.relative_to(REPO)}:{n}" for p in shipped
+                 for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+                 if re.search(r"0\.0\.0\.0|['\"]::['\"]", line) and not line.lstrip().startswith("#")]
+    assert not offenders, f"binds all interfaces: {offenders}"
+    # Every host-like value in configs/*.yaml is loopback.
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        for key, value in _yaml_values(yaml.safe_load(path.read_text()) or {}):
+            if key.split(".")[-1] in ("dashboard_host", "node_ip_address", "host"):
+                assert value in ("127.0.0.1", "localhost"), f"{path.name}: {key} = {value!r}, expected 127.0.0.1"
+    # The cluster launcher file starts the head's dashboard on loopback (reached by `ray dashboard cluster.yaml`).
+    commands = " ".join(str(v) for k, v in _yaml_values(yaml.safe_load(CLUSTER.read_text())) if "start_ray_commands" in k)
+    hosts = re.findall(r"--dashboard-host[= ](\S+)", commands)
+    assert hosts == ["127.0.0.1"], f"cluster.yaml: the head's --dashboard-host is {hosts}, expected 127.0.0.1"
+
+
+CLUSTER = REPO / "cluster.yaml"
+
+
+def test_ray_token_authentication_is_never_switched_off_in_the_tree():
+    # Ray 2.60 reads RAY_AUTH_MODE from the environment only (ray/_private/authentication/
+    # authentication_token_setup.py): "token" or unset (token by default for a new local Ray) is
+    # on; anything else is off. AUTH_MODE in _system_config is refused by Ray itself.
+    # An assignment in any spelling: shell/env files (X=v, X: v), os.environ["X"] = v, setenv("X", v).
+    setting = re.compile(r"RAY_AUTH_MODE['\"]?\s*(?:=|:|\]\s*=|,)\s*['\"]?(\w*)")
+    offenders = []
+    for p in repo_text_files():
+        if p.name == Path(__file__).name:
+            continue
+        for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+            for m in setting.finditer(line):
+                if m.group(1).lower() != "token":
+                    offenders.append(f"{p.relative_to(REPO)}:{n}: {line.strip()}")
+            if re.search(r"AUTH_MODE['\"]?\s*:\s*['\"]?disabled|--disable-auth|auth_mode\s*=\s*['\"]disabled", line, re.I):
+                offenders.append(f"{p.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not offenders, f"token authentication switched off or weakened: {offenders}"
+    # `ray start` in ray 2.60 (ray/scripts/scripts.py) turns auth on only when RAY_AUTH_MODE=token
+    # is set or a token already exists; `ray up cluster.yaml` must do both on every node.
+    cluster = yaml.safe_load(CLUSTER.read_text())
+    for kind in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cluster[kind] if "ray start" in c]
+        assert starts and all(re.search(r"RAY_AUTH_MODE=token\b.*ray start", c) for c in starts), f"cluster.yaml {kind}: {starts}"
+    assert any("auth_token" in remote for remote in cluster.get("file_mounts", {})), "cluster.yaml: no node receives the token"
+
+
+@pytest.mark.slow
+def test_a_local_ray_started_by_glocon_runs_with_token_authentication(ray_session):
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    assert get_authentication_mode() == AuthenticationMode.TOKEN

@@ -1,0 +1,240 @@
+"""The pretraining job end to end: 2 Ray Train workers on small shards of real photos.
+
+Small on purpose (64 px views, resnet18, queues of tens of keys, a few steps); every test
+really starts Ray Train workers, so all are marked slow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from glocon.config import load_config
+from glocon.models.prior import load_prior_extractor, read_export
+from glocon.train.checkpoint import load_state
+from glocon.train.config import PretrainConfig
+from glocon.train.loop import queue_digest
+from glocon.train.pretrain import METRICS_LOG, epoch_records, run_pretraining
+from glocon.train.queues import KeyQueue
+
+from pretrain_shards import write_photo_shards
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shards(coco128, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("photo-shards")
+    write_photo_shards(coco128 / "images" / "train2017", out, n_images=64, per_shard=4, side=80)
+    return out
+
+
+def _cfg(shards: Path, storage: Path, name: str, *overrides: str) -> PretrainConfig:
+    base = [
+        f"storage_path={storage}", f"name={name}", "num_workers=2", "batch_size=8", "epochs=2", "use_gpu=false",
+        "model.backbone=resnet18", "model.hidden_dim=64", f"data.shards={shards}", "data.image_size=64",
+        "data.shuffle_buffer=8", "loss.queue_global=16", "loss.queue_local=64", "loss.max_patches=4",
+        "loss.min_patch_area=0.25", "checkpoint.every_steps=2", "checkpoint.num_to_keep=2", "log_every_s=2",
+        "max_failures=2",
+    ]  # fmt: skip
+    return load_config(PretrainConfig, None, [*base, *overrides])
+
+
+def _steps(history):
+    return [m for m in history if m.get("event") is None]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_two_worker_run_on_real_photos_lowers_the_loss_and_exports_a_loadable_prior(shards, tmp_path, ray_session):
+    cfg = _cfg(shards, tmp_path, "lowers", "epochs=4", "momentum=0.99", "optim.lr=0.05", "checkpoint.every_steps=100")
+    out = run_pretraining(cfg)
+    assert out.result.error is None
+    steps = _steps(out.history)
+    assert [m["step"] for m in steps] == list(range(1, 33))  # 64 images / 8 per step x 4 epochs
+    assert all(m["images_per_s"] > 0 and m["patches"] > 0 for m in steps)
+    # The queues start as random unit vectors, so the loss first rises while real keys replace
+    # them; compare from the first step where both queues hold only real keys.
+    full = next(i for i, m in enumerate(steps) if m["queue_fill_global"] == 1.0 and m["queue_fill_local"] == 1.0)
+    early = [m["loss"] for m in steps[full : full + 6]]
+    late = [m["loss"] for m in steps[-6:]]
+    assert sum(late) / 6 < sum(early) / 6 - 0.05, (early, late)
+    # The export: state dict + architecture, loadable with weights_only=True, equal to the last checkpoint.
+    payload = torch.load(out.export_path, map_location="cpu", weights_only=True)
+    assert payload["arch"]["backbone"] == "resnet18" and payload["extra"]["step"] == 32
+    prior = load_prior_extractor(out.export_path)
+    with out.result.checkpoint.as_directory() as folder:
+        state = load_state(folder)
+    assert all(torch.equal(prior.state_dict()[k], v) for k, v in state["model"].items())
+    feats = prior.prior_features(torch.rand(1, 3, 64, 64))
+    assert feats.shape[1] == prior.feature_dim and torch.isfinite(feats).all()
+    # Per-epoch exports + metrics for the sweep, and the metrics log.
+    records = epoch_records(tmp_path, "lowers")
+    assert [r.epoch for r in records] == list(range(4)) and all(r.metrics["epoch_end"] for r in records)
+    assert read_export(records[-1].prior_path)["extra"]["step"] == 32
+    logged = [json.loads(line) for line in (tmp_path / "lowers" / METRICS_LOG).read_text().splitlines()]
+    assert len(_steps(logged)) == 32
+    assert (tmp_path / "lowers" / "config.resolved.yaml").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_killing_a_worker_mid_run_still_finishes_from_the_last_checkpoint(shards, tmp_path, ray_session):
+    marker = tmp_path / "killed.txt"
+    cfg = _cfg(shards, tmp_path, "kill", "epochs=1", "data.samples_per_epoch=32", "fault.kill_at_step=3", "fault.kill_rank=1", f"fault.marker={marker}")
+    out = run_pretraining(cfg)
+    assert marker.is_file() and "killed rank 1 at step 3" in marker.read_text()  # it really died
+    assert out.result.error is None
+    assert out.result.metrics["step"] == 4
+    # Restarted from the checkpoint at step 2 (the last one before the kill), not from scratch.
+    assert out.result.metrics["resumed_from_step"] == 2
+    starts = [m for m in out.history if m.get("event") == "start"]
+    assert [s["step"] for s in starts] == [0, 2]
+    assert load_prior_extractor(out.export_path) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_stopped_run_restarts_from_the_saved_step_with_the_saved_queues(shards, tmp_path, ray_session):
+    short = ("epochs=2", "data.samples_per_epoch=16")  # 2 steps per epoch, 4 in all
+    first = run_pretraining(_cfg(shards, tmp_path, "resume", *short, "stop_at_step=3"))
+    assert first.result.metrics["step"] == 3
+    with first.result.checkpoint.as_directory() as folder:
+        saved = load_state(folder)
+    assert saved["step"] == 3
+    qg, ql = KeyQueue(16, 128), KeyQueue(64, 128)
+    qg.load_state_dict(saved["queue_global"])
+    ql.load_state_dict(saved["queue_local"])
+    assert qg.fill > 0 and ql.fill > 0
+    # Same command again, without the stop: Train V2 resumes from (storage_path, name).
+    second = run_pretraining(_cfg(shards, tmp_path, "resume", *short))
+    assert second.result.error is None
+    steps = _steps(second.history)
+    assert [m["step"] for m in steps] == [4]  # continues, does not redo 1..3
+    assert second.result.metrics["step"] == 4 and second.result.metrics["epoch"] == 1
+    assert all(m["resumed_from_step"] == 3 for m in steps)
+    assert second.result.metrics["resumed_queue_sha"] == queue_digest(ql) + queue_digest(qg)
+
+
+def _pids_naming(text: str) -> list[int]:
+    """Pids of the processes whose command line contains ``text`` (read from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def _stop_head(temp: Path) -> None:
+    """Stop the head this test started, and only it.
+
+    ``ray stop`` kills every Ray process on the machine, other users' clusters included, so the
+    test ends exactly the processes whose command line names its own temp dir, by pid.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = _pids_naming(str(temp))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + 15
+        while pids and time.time() < deadline and _pids_naming(str(temp)):
+            time.sleep(0.5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_ray_job_submit_against_a_local_head_runs_the_job_end_to_end(shards, tmp_path):
+    venv_bin = Path(sys.executable).parent
+    ray_cli = str(venv_bin / "ray")
+    env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
+    env.pop("RAY_ADDRESS", None)
+    temp = Path(f"/tmp/gjs-{os.getpid()}")
+    port, dash = _free_port(), _free_port()
+    storage = tmp_path / "runs"
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "\n".join(
+            [
+                "name: submitted", f"storage_path: {storage}", "epochs: 1", "batch_size: 8", "num_workers: 2",
+                "use_gpu: false", "model: {backbone: resnet18, hidden_dim: 64}",
+                f"data: {{shards: {shards}, image_size: 64, shuffle_buffer: 8, samples_per_epoch: 16}}",
+                "loss: {queue_global: 16, queue_local: 64, max_patches: 4, min_patch_area: 0.25}",
+                "checkpoint: {every_steps: 2}",
+            ]
+        )
+    )  # fmt: skip
+    start = [
+        ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+        "--port", str(port), "--dashboard-port", str(dash), "--temp-dir", str(temp), "--num-cpus", "2",
+        "--include-dashboard", "true", "--disable-usage-stats",
+    ]  # fmt: skip
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
+    try:
+        submit_env = dict(env, RAY_AUTH_MODE="token")  # ray 2.60: token auth is on; the client must send the token
+        submit = [
+            ray_cli, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(REPO),
+            "--", "python", "jobs/pretrain.py", "--config", str(config), "log_every_s=1",
+        ]  # fmt: skip
+        deadline = time.time() + 120
+        while True:  # the head's job agent comes up a little after `ray start` returns
+            job = subprocess.run(submit, env=submit_env, capture_output=True, text=True, timeout=600)
+            not_ready = "No available agent" in job.stderr or "Connection refused" in job.stderr
+            if job.returncode == 0 or not not_ready or time.time() > deadline:
+                break
+            time.sleep(3)
+        log = job.stdout + job.stderr
+        assert job.returncode == 0, log[-4000:]
+        assert "succeeded" in log and "export:" in log, log[-4000:]
+        assert "[pretrain submitted]" in log and "loss=" in log  # plain dashboard lines, not a TTY
+        export = storage / "submitted" / "prior.pt"
+        assert torch.load(export, map_location="cpu", weights_only=True)["extra"]["step"] == 2
+    finally:
+        _stop_head(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_cluster_yaml_validates_against_rays_own_schema():
+    import jsonschema
+    import ray
+    import yaml
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    jsonschema.validate(cluster, schema)
+    types = cluster["available_node_types"]
+    assert any(t["resources"].get("GPU", 0) > 0 for t in types.values())
+    assert any(t["resources"].get("GPU", 0) == 0 and name != cluster["head_node_type"] for name, t in types.items())
+    assert "jobs/pretrain.py" in (REPO / "cluster.yaml").read_text()
+
+
+def test_demo_and_paper_configs_load_with_the_paper_settings():
+    for name in ("pretrain-demo", "pretrain-coco128", "pascal-r50", "coco-r50"):
+        cfg = load_config(PretrainConfig, REPO / "configs" / f"{name}.yaml")
+        assert cfg.loss.tau == 0.2
+    for name, epochs in (("pascal-r50", 1000), ("coco-r50", 200)):
+        cfg = load_config(PretrainConfig, REPO / "configs" / f"{name}.yaml")
+        assert cfg.model.backbone == "resnet50" and cfg.epochs == epochs and cfg.use_gpu
+        assert cfg.loss.queue_global == cfg.loss.queue_local == 65536 and cfg.lr == pytest.approx(0.03 * cfg.batch_size / 256)

@@ -1,0 +1,398 @@
+"""Ray Tune sweeps: search-space config, concurrency, dashboard, and real sweeps on coco128 shards.
+
+The slow tests run the real pretraining job (Ray Train V2, resnet18, 64 px, 8 photos) inside
+Tune function trials, scored by the real ``proto`` objective on validation episodes of fold 1's
+base classes (24 other photos), so every number in their tables was computed, not stubbed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from glocon.config import load_config
+from glocon.errors import ConfigError
+from glocon.tune.space import (
+    SweepConfig,
+    check_targets,
+    flat_params,
+    load_sweep_config,
+    n_trials,
+    param_space,
+    trial_pretrain_dict,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+JOB = REPO / "jobs" / "sweep.py"
+PYTHON = sys.executable
+
+
+# ---------------------------------------------------------------------------------------------
+# config: search space, targets, concurrency (fast)
+# ---------------------------------------------------------------------------------------------
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_bad_search_space_key_gives_an_error_naming_it(tmp_path, capsys):
+    bad = _write(tmp_path / "bad.yaml", {"name": "x", "space": {"temperature": [0.1, 0.2], "patch_method": ["slic"]}})
+    with pytest.raises(ConfigError) as exc:
+        load_sweep_config(bad)
+    assert "space.temperature" in str(exc.value)
+    assert "tau" in str(exc.value)  # the valid keys are listed
+    # the job says it too, and fails without starting Ray
+    sys.path.insert(0, str(JOB.parent))
+    try:
+        import sweep as job  # jobs/sweep.py
+    finally:
+        sys.path.pop(0)
+    assert job.main(["--config", str(bad)]) == 2
+    assert "space.temperature" in capsys.readouterr().err
+
+
+def test_bad_patch_method_and_empty_grid_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="space.patch_method"):
+        load_sweep_config(_write(tmp_path / "a.yaml", {"space": {"patch_method": ["slic", "watershed"]}}))
+    with pytest.raises(ConfigError, match="space.epochs"):
+        load_sweep_config(_write(tmp_path / "b.yaml", {"space": {"epochs": []}}))
+    with pytest.raises(ConfigError, match="low < high"):
+        load_sweep_config(_write(tmp_path / "c.yaml", {"space": {"tau": {"loguniform": {"low": 0.5, "high": 0.1}}}}))
+
+
+def test_target_path_that_is_not_a_pretraining_key_is_named():
+    cfg = SweepConfig.model_validate({"space": {"tau": [0.1]}, "targets": {"tau": "loss.temperature"}})
+    with pytest.raises(ConfigError, match=r"targets.tau='loss.temperature'.*loss.tau"):
+        check_targets(cfg)
+
+
+def test_grid_points_land_at_their_pretraining_keys():
+    from glocon.train.config import PretrainConfig
+
+    cfg = SweepConfig.model_validate({
+        "space": {
+            "tau": {"grid": [0.07, 0.2]},
+            "patch_method": ["slic", "fh"],
+            "epochs": [3],
+            "loss_weights": [{"global": 1, "local": 0}, {"global": 0, "local": 1}, {"global": 1, "local": 1}],
+        }
+    })
+    check_targets(cfg)
+    assert n_trials(cfg) == 2 * 2 * 1 * 3
+    space = param_space(cfg.space)
+    assert space["tau"] == {"grid_search": [0.07, 0.2]}
+    assert space["weights"] == {"grid_search": ["global", "local", "both"]}
+    base = PretrainConfig().model_dump(mode="json")
+    data = trial_pretrain_dict(base, flat_params({"tau": 0.07, "patch_method": "fh", "epochs": 3, "weights": "local"}, cfg.space), cfg.targets)
+    p = PretrainConfig.model_validate(data)
+    assert (p.loss.tau, p.data.patch_method, p.epochs, p.loss.w_global, p.loss.w_local) == (0.07, "fh", 3, 0.0, 1.0)
+    assert base["loss"]["tau"] == 0.2  # the base is not mutated
+
+
+def test_loguniform_tau_is_sampled_within_its_bounds():
+    from ray.tune.search.sample import Domain
+
+    cfg = SweepConfig.model_validate({"space": {"tau": {"loguniform": {"low": 0.05, "high": 0.5}}}, "num_samples": 3})
+    dom = param_space(cfg.space)["tau"]
+    assert isinstance(dom, Domain)
+    draws = [dom.sample() for _ in range(50)]
+    assert all(0.05 <= d <= 0.5 for d in draws) and len(set(draws)) > 1
+    assert n_trials(cfg) == 3
+
+
+def test_concurrency_follows_the_cluster_and_never_waits_for_a_missing_gpu():
+    from glocon.tune.sweep import plan_concurrency
+
+    cfg = SweepConfig.model_validate({"space": {"tau": [0.1, 0.2, 0.3, 0.4]}})
+    # 2 CPUs, no GPU: driver (1) + one worker (1) = one trial at a time
+    assert plan_concurrency(cfg, {"CPU": 2.0}) == (1, False)
+    assert plan_concurrency(cfg, {"CPU": 8.0}) == (4, False)  # capped by the 4 trials
+    # GPUs present: one per worker, the scarcer resource decides
+    assert plan_concurrency(cfg, {"CPU": 16.0, "GPU": 2.0}) == (2, True)
+    gpu = SweepConfig.model_validate({"resources": {"use_gpu": True}})
+    with pytest.raises(ConfigError, match="resources.use_gpu"):
+        plan_concurrency(gpu, {"CPU": 8.0})
+    big = SweepConfig.model_validate({"resources": {"workers_per_trial": 4}})
+    with pytest.raises(ConfigError, match="workers_per_trial"):
+        plan_concurrency(big, {"CPU": 2.0})
+    # an explicit cap is trusted: an autoscaling cluster starts with no GPU node
+    capped = SweepConfig.model_validate({"space": {"tau": [0.1, 0.2, 0.3]}, "resources": {"use_gpu": True, "max_concurrent_trials": 2}})
+    assert plan_concurrency(capped, {"CPU": 1.0}) == (2, True)
+
+
+def _trial(tid: str, **config):
+    return SimpleNamespace(trial_id=tid, config=config)
+
+
+def test_dashboard_prints_plain_lines_with_state_objective_best_and_eta():
+    from glocon.tune.dashboard import SweepDashboard
+
+    out = io.StringIO()
+    dash = SweepDashboard("sweep t", total_trials=2, stream=out, plain=True, default_epochs=2)
+    a, b = _trial("a", tau=0.1, patch_method="slic", epochs=2), _trial("b", tau=0.2, patch_method="fh", epochs=2)
+    with dash:
+        dash.on_trial_start(0, [], a)
+        dash.on_trial_result(1, [], a, {"epoch": 1, "objective": 10.0, "loss_mean": 3.0})
+        dash.on_trial_result(2, [], a, {"epoch": 2, "objective": 12.5, "loss_mean": 2.5})
+        dash.on_trial_complete(3, [], a)
+        dash.on_trial_start(4, [], b)
+        dash.on_trial_result(5, [], b, {"epoch": 1, "objective": 4.0, "loss_mean": 3.5})
+        dash.on_trial_complete(6, [], b)  # 1 of 2 epochs: stopped early
+    text = out.getvalue()
+    assert "start a tau=0.1 patch_method=slic" in text
+    assert "objective=12.5" in text and "best=12.5" in text and "eta " in text
+    assert "stopped early b after 1 epoch(s)" in text
+    assert dash.rows["a"].state == "TERMINATED" and dash.rows["b"].state == "STOPPED"
+    assert dash.best == 12.5
+    # the rich table (TTY) shows the same rows
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=160, force_terminal=False).print(dash.render())
+    table = buf.getvalue()
+    assert "STOPPED" in table and "TERMINATED" in table and "12.5" in table and "best so far" in table
+
+
+# ---------------------------------------------------------------------------------------------
+# real sweeps on coco128 shards (slow)
+# ---------------------------------------------------------------------------------------------
+
+OBJECTIVE_FOLD = 1  # COCO-20i fold 1: person (class 1) is a base class, so coco128 has episodes
+
+
+@pytest.fixture(scope="module")
+def shards(coco128, tmp_path_factory, ray_session):
+    """8 train2017 photos for pretraining, 24 val2017 photos for the objective; 64 px."""
+    from glocon.config import validate_config
+    from glocon.data.shards import ShardsConfig, make_shards
+
+    root = tmp_path_factory.mktemp("sweep-shards")
+    out = {}
+    for name, split, n in (("pre", "train2017", 8), ("obj", "val2017", 24)):
+        cfg = validate_config(ShardsConfig, {
+            "data": {"layout": "coco", "root": str(coco128), "split": split, "coco_format": "semantic_png", "limit": n},
+            "out_dir": str(root / name), "samples_per_shard": 4, "longest_side": 64,
+        })
+        make_shards(cfg, dashboard=False)
+        out[name] = root / name
+    return out
+
+
+def sweep_dict(shards: dict, storage: Path, name: str, **extra) -> dict:
+    d = {
+        "name": name,
+        "storage_path": str(storage),
+        "pretrain": str(REPO / "configs" / "pretrain-demo.yaml"),
+        "pretrain_overrides": [
+            "epochs=1", "batch_size=4", "num_workers=1", f"data.shards={shards['pre']}", "data.image_size=64",
+            "data.shuffle_buffer=8", "loss.queue_global=64", "loss.queue_local=256", "checkpoint.every_steps=1000",
+            "max_failures=0",
+        ],
+        "space": {"tau": [0.1, 0.3], "patch_method": ["slic", "fh"]},
+        "objective": {
+            "plugin": "proto",
+            "config": {
+                "data": {"shards": str(shards["obj"]), "benchmark": "coco", "folds": [OBJECTIVE_FOLD]},
+                "image_size": 64,
+                "device": "cpu",
+                "objective": {"fold": OBJECTIVE_FOLD, "episodes": 6, "shots": 1},
+            },
+        },
+        "resources": {"workers_per_trial": 1, "driver_cpus": 1, "max_concurrent_trials": 1},
+        "dashboard": False,
+    }
+    for k, v in extra.items():
+        d[k] = v
+    return d
+
+
+@pytest.fixture(scope="module")
+def sweep_2x2(shards, tmp_path_factory, ray_session):
+    """tau x patch method, 2 epochs each; ASHA with a huge reduction factor (cutoff = the best
+    value seen so far at the rung), so any trial below an earlier one at epoch 1 is stopped."""
+    from glocon.tune.sweep import run_sweep
+
+    storage = tmp_path_factory.mktemp("sweeps")
+    d = sweep_dict(shards, storage, "grid")
+    d["space"]["epochs"] = [2]
+    d["asha"] = {"grace_period": 1, "reduction_factor": 100, "max_t": 2}
+    cfg = SweepConfig.model_validate(d)
+    t0 = time.perf_counter()
+    res = run_sweep(cfg, stream=io.StringIO())
+    return SimpleNamespace(cfg=cfg, res=res, wall=time.perf_counter() - t0)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_2x2_sweep_finishes_and_writes_table_best_config_and_plot(sweep_2x2):
+    from glocon.train.config import PretrainConfig
+
+    res = sweep_2x2.res
+    assert len(res.trials) == 4 and not [t for t in res.trials if t.status == "error"]
+    rows = list(csv.DictReader(res.table_csv.open()))
+    assert sorted((float(r["tau"]), r["patch_method"]) for r in rows) == [(0.1, "fh"), (0.1, "slic"), (0.3, "fh"), (0.3, "slic")]
+    for r in rows:
+        assert 0.0 <= float(r["objective"]) <= 100.0  # mIoU in %
+        assert float(r["contrastive_loss"]) > 0.0
+        assert int(r["epochs_run"]) in (1, 2)
+    md = res.table_md.read_text()
+    assert "(best)" in md and md.count("\n| ") == 5  # header + 4 trials
+    # the best config is a ready-to-run pretraining config of the best trial
+    best = res.best
+    assert best is not None and best.objective == max(t.objective for t in res.trials if t.status == "done")
+    pcfg = load_config(PretrainConfig, res.best_config)
+    assert (pcfg.loss.tau, pcfg.data.patch_method, pcfg.epochs) == (best.params["tau"], best.params["patch_method"], 2)
+    assert Path(pcfg.data.shards).is_absolute()
+    png = res.plot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    # every trial's curve is in the results (epoch -> objective), one point per epoch run
+    data = json.loads((res.experiment_dir / "results.json").read_text())
+    assert all(len(t["curve"]) == t["epochs_run"] for t in data["trials"])
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_asha_stops_a_trial_that_falls_below_the_rung_cutoff(sweep_2x2):
+    res = sweep_2x2.res
+    stopped = res.stopped_early
+    assert stopped, f"no trial stopped early: {[(t.trial_id, t.curve) for t in res.trials]}"
+    for t in stopped:
+        assert t.epochs_run == 1 and t.epochs == 2
+    # ASHA's rule, checked independently: with one trial at a time (in trial order), a trial stops
+    # at epoch 1 iff its value is below the 99th percentile of the epoch-1 values recorded before it.
+    import numpy as np
+
+    seen: list[float] = []
+    for t in sorted(res.trials, key=lambda t: t.trial_id):
+        v = dict(t.curve)[1]
+        should_stop = bool(seen) and v < float(np.nanpercentile(seen, 99.0))
+        assert should_stop == (t.status == "stopped early"), (t.trial_id, v, seen)
+        seen.append(v)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_objective_episodes_never_touch_novel_classes_of_the_tested_fold(sweep_2x2, shards):
+    from glocon.data import folds
+
+    path = sweep_2x2.res.episodes
+    assert path is not None and path.is_file()
+    data = json.loads(path.read_text())
+    header, episodes = data["header"], data["episodes"]
+    assert header["mode"] == "val" and header["fold"] == OBJECTIVE_FOLD and header["benchmark"] == "coco"
+    novel = set(folds.novel_classes("coco", OBJECTIVE_FOLD))
+    assert 1 not in novel  # person is a base class of fold 1
+    # every class present in every objective image: any pixel count, at the original resolution
+    # (the shard's meta) and in the stored mask
+    image_classes = _all_classes_per_image(shards["obj"])
+    assert episodes, "no objective episodes"
+    for e in episodes:
+        assert e["class"] not in novel
+        for key in [e["query"], *e["supports"]]:
+            assert not (image_classes[key] & novel), (key, sorted(image_classes[key] & novel))
+    # and the objective really scored these episodes: every trial reported a value
+    assert all(t.curve for t in sweep_2x2.res.trials)
+
+
+def _all_classes_per_image(shard_dir: Path) -> dict[str, set[int]]:
+    """Every class id with at least one pixel in each sample's mask, read from the tars."""
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    out: dict[str, set[int]] = {}
+    for tar in sorted(shard_dir.glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            members = {m.name: m for m in tf.getmembers()}
+            for name, m in members.items():
+                if not name.endswith(".json"):
+                    continue
+                meta = json.loads(tf.extractfile(m).read())
+                mask_name = name[: -len("json")] + "mask.png"
+                classes = {int(c) for c in meta.get("classes", {})}
+                if mask_name in members:
+                    arr = np.asarray(Image.open(io.BytesIO(tf.extractfile(members[mask_name]).read())))
+                    classes |= {int(c) for c in np.unique(arr) if c not in (0, 255)}
+                out[meta["key"]] = classes
+    return out
+
+
+def _statuses(exp_dir: Path) -> dict[str, str]:
+    """trial id -> Tune status, from the newest experiment_state file Tune wrote."""
+    files = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return {}
+    try:
+        data = json.loads(files[-1].read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    out = {}
+    for t in data["trial_data"]:
+        info = json.loads(t[0])
+        out[info["trial_id"]] = info["status"]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_killed_sweep_resumes_without_redoing_completed_trials(shards, tmp_path):
+    storage = tmp_path / "sweeps"
+    d = sweep_dict(shards, storage, "killme")
+    d["space"] = {"tau": [0.1, 0.3]}
+    d["asha"] = {"enabled": False}
+    d["ray"] = {"num_cpus": 2, "temp_dir": f"/tmp/glocon-ray-kill-{os.getpid()}"}
+    cfg_path = _write(tmp_path / "sweep.yaml", d)
+    exp_dir = storage / "killme"
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "PYTHONUNBUFFERED": "1"}
+    log1 = (tmp_path / "run1.log").open("w")
+    # its own session: the driver and the Ray processes it starts share one process group we can kill
+    proc = subprocess.Popen([PYTHON, str(JOB), "--config", str(cfg_path)], cwd=REPO, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        done_first = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            st = _statuses(exp_dir)
+            finished = [t for t, s in st.items() if s == "TERMINATED"]
+            running = [t for t, s in st.items() if s == "RUNNING"]
+            if finished and running:
+                done_first = finished[0]
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, f"sweep ended before it could be killed:\n{(tmp_path / 'run1.log').read_text()[-3000:]}"
+        assert done_first is not None, "no trial finished within the time limit"
+        os.killpg(proc.pid, signal.SIGKILL)  # really kill the driver (and the local Ray it started)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log1.close()
+    time.sleep(2)  # let the orphaned Ray workers notice their raylet is gone
+    first_dir = next(p for p in exp_dir.iterdir() if p.is_dir() and done_first in p.name)
+    before = (first_dir / "result.json").read_bytes()
+    before_ckpts = sorted(p.name for p in (exp_dir / "trains" / f"trial-{done_first}").glob("checkpoint-*"))
+    assert before and before_ckpts
+
+    run2 = subprocess.run([PYTHON, str(JOB), "--config", str(cfg_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run2.returncode == 0, run2.stdout[-3000:] + run2.stderr[-3000:]
+    assert "(resumed)" in run2.stdout
+    results = json.loads((exp_dir / "results.json").read_text())
+    assert results["restored"] is True
+    assert {t["status"] for t in results["trials"]} == {"done"} and len(results["trials"]) == 2
+    # the trial that had finished was not run again: same results, no new Train checkpoint
+    assert (first_dir / "result.json").read_bytes() == before
+    assert sorted(p.name for p in (exp_dir / "trains" / f"trial-{done_first}").glob("checkpoint-*")) == before_ckpts
+    assert f"start {done_first}" not in run2.stdout
