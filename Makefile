@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml plugins/qgnet/pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) jobs/demo.py $(if $(DATA),data.root=$(DATA)) $(if $(LAYOUT),data.layout=$(LAYOUT))
+	$(PY) jobs/demo.py --config configs/demo.yaml $(if $(DATA),data.root=$(DATA)) $(if $(LAYOUT),data.layout=$(LAYOUT))
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -190,6 +190,10 @@ def test_ray_job_submit_against_a_local_head_runs_the_job_end_to_end(shards, tmp
         ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
         "--port", str(port), "--dashboard-port", str(dash), "--temp-dir", str(temp), "--num-cpus", "2",
         "--include-dashboard", "true", "--disable-usage-stats",
+        # Other Ray heads may run on this machine: give every fixed-default port a free one.
+        *[arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+                           "--metrics-export-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port")
+          for arg in (flag, str(_free_port()))],
     ]  # fmt: skip
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
     try:

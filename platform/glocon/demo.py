@@ -31,7 +31,8 @@ class DemoConfig(GloconModel):
     pretrain_config: str = "configs/pretrain-demo.yaml"
     bank_config: str = "configs/bank-demo.yaml"
     fewshot_config: str = "configs/fewshot-demo.yaml"
-    # extra dotted overrides per stage, e.g. {"pretrain": ["epochs=1"]}
+    # extra dotted overrides per stage: shards, pretrain, bank, fewshot (every variant), and per
+    # plugin (qgnet, proto) for its model keys, e.g. {"pretrain": ["epochs=1"], "qgnet": ["model.dilated=true"]}
     overrides: dict[str, list[str]] = {}
     folds: list[int] = [0]  # the demo evaluates one fold; the full benchmark uses all four
     query_point: tuple[int, int] | None = None  # bank query point (x, y); None: centre of the first masked sample
@@ -49,14 +50,14 @@ def stage_shards(cfg: DemoConfig, out: Path) -> StageResult:
 
     def run() -> dict[str, Any]:
         manifest = make_shards(scfg)
-        return {"outputs": {"manifest": out / "shards" / "manifest.json"}, "samples": sum(s.samples for s in manifest.shards), "rejected": len(manifest.rejected)}
+        return {"outputs": {"manifest": out / "shards" / "manifest.json"}, "samples": sum(s.count for s in manifest.shards), "rejected": len(manifest.rejected)}
 
     return run_stage(out, "shards", scfg.model_dump(mode="json"), run)
 
 
 def _first_masked_key(shards: Path) -> str:
     manifest = json.loads((shards / "manifest.json").read_text())
-    for keys in manifest.get("class_index", {}).values():
+    for keys in manifest.get("classes", {}).values():
         if keys:
             return sorted(keys)[0]
     from glocon.data.readers import ShardIndex
@@ -171,8 +172,8 @@ def _fewshot_cfg(cfg: DemoConfig, out: Path, variant: str, prior: str) -> Any:
         f"eval.out_dir={out / 'eval' / variant}",
     ]
     if plugin != "qgnet":
-        base.append("model={}")
-    return load_config(FewShotConfig, cfg.fewshot_config, _ov(cfg, "fewshot", *base, *extra))
+        base.append("model={}")  # the fewshot config's model section is QGNet's
+    return load_config(FewShotConfig, cfg.fewshot_config, [*_ov(cfg, "fewshot", *base), *cfg.overrides.get(plugin, []), *extra])
 
 
 def stage_fewshot(cfg: DemoConfig, out: Path, shards: StageResult, prior: StageResult, variant: str) -> StageResult:

@@ -57,7 +57,8 @@ def _manifest_urls(path: Path) -> list[str]:
 def iter_shard(url: str) -> Iterator[Sample]:
     """Every sample of one tar, in file order, decoded by the schema (errors name shard/key/field)."""
     if _readers is not None and hasattr(_readers, "stream_samples"):
-        yield from _readers.stream_samples([url])
+        # one shard, read whole: no splitting by rank or DataLoader worker (the bank splits by shard itself)
+        yield from _readers.stream_samples([url], split_by_node=False, split_by_worker=False)
         return
     try:
         tar = tarfile.open(url, "r")
@@ -83,11 +84,17 @@ def iter_shard(url: str) -> Iterator[Sample]:
 
 def find_sample(url: str, key: str) -> Sample:
     """The sample ``key`` (its meta key or tar key) in shard ``url``."""
-    if _readers is not None and hasattr(_readers, "ShardIndex"):
-        try:
-            return _readers.ShardIndex([url]).get(key)
-        except Exception:  # fall through to the scan: the index may key by tar key only
-            pass
+    if _readers is not None and hasattr(_readers, "scan_tar"):
+        # random access: scan the tar headers once, then seek to the sample's members
+        members = _readers.scan_tar(url).get(tar_key(key))
+        if members is None:
+            raise DataError(f"shard {url}: no sample with key {key!r}")
+        raw: dict[str, object] = {"__key__": tar_key(key), "__url__": url}
+        with open(url, "rb") as fh:
+            for suffix, (offset, size) in members.items():
+                fh.seek(offset)
+                raw[suffix] = fh.read(size)
+        return decode_sample(raw, url)
     wanted = {key, tar_key(key)}
     for sample in iter_shard(url):
         if sample.key in wanted or tar_key(sample.key) in wanted:

@@ -484,6 +484,10 @@ def _checkpoint_folder(result: Any, folder: Path) -> Path:
     return found[-1]
 
 
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
 # -- evaluation --------------------------------------------------------------------------------
 def _class_names(source: Any) -> dict[str, str]:
     names = getattr(source, "class_names", None)
@@ -551,6 +555,9 @@ def evaluate_episodes(
         "class_intersection": {str(c): v for c, v in acc.intersection.items()},
         "class_union": {str(c): v for c, v in acc.union.items()},
         "mean_episode_iou": sum(per_episode) / len(per_episode) if per_episode else 0.0,
+        # Eq. 14 counts a class no episode drew as 0 (PFENet, HSNet); with few episodes, say so apart.
+        "miou_visited": _mean([v for c, v in acc.class_iou().items() if acc.episodes[c] > 0]),
+        "classes_visited": sum(1 for n in acc.episodes.values() if n > 0),
         "episodes": len(per_episode),
         "region_maps": {name.replace("_region_map", ""): r.summary() for name, r in regions.items()},
         "logits_sha256": logits_sha.hexdigest(),

@@ -39,7 +39,10 @@ class QGNetConfig(GloconModel):
     """The QGNet plugin's model config (the few-shot runner supplies data, episodes and schedule)."""
 
     backbone: Literal["resnet50", "resnet18", "resnet101", "vgg16_bn"] = "resnet50"
-    backbone_weights: str | None = None  # local state-dict file or package:<name>; None = random init (never downloaded)
+    # local state-dict file, package:<name>, or "prior": F starts from the loaded prior extractor's
+    # backbone (same architecture) -- the offline stand-in for ImageNet weights when none are
+    # installed; None = random init. Never downloaded.
+    backbone_weights: str | None = None
     dilated: bool = True  # PFENet: dilated layer3/4, output stride 8
     reduce_dim: int = 256  # PFENet's reduce_dim
     bins: tuple[float, ...] = PFENET_BINS  # > 1: absolute at bins_reference; <= 1: fraction of the feature size
@@ -114,7 +117,10 @@ class QGNet(nn.Module):
     def __init__(self, cfg: QGNetConfig, prior: PriorExtractor | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = build_feature_extractor(cfg.backbone, cfg.backbone_weights, cfg.dilated)
+        from_prior = cfg.backbone_weights == "prior"
+        self.backbone = build_feature_extractor(cfg.backbone, None if from_prior else cfg.backbone_weights, cfg.dilated)
+        if from_prior:
+            self._copy_prior_backbone(prior)
         ch = self.backbone.channels
         fea_dim = ch["layer3"] + ch["layer2"]
         self.down_query = _down(fea_dim, cfg.reduce_dim, 1)
@@ -134,6 +140,16 @@ class QGNet(nn.Module):
         self.fem = FEM(cfg.reduce_dim, n_maps, cfg.bins, cfg.bins_reference, classes=2)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _copy_prior_backbone(self, prior: PriorExtractor | None) -> None:
+        if prior is None:
+            raise ConfigError("QGNet: backbone_weights=prior needs a prior extractor (set prior / prior_path)")
+        if prior.arch.backbone != self.cfg.backbone:
+            raise ConfigError(
+                f"QGNet: backbone_weights=prior needs the prior's backbone ({prior.arch.backbone}) to equal model.backbone ({self.cfg.backbone})"
+            )
+        # Dilation changes strides and padding only, so the parameter shapes match.
+        self.backbone.load_state_dict(prior.backbone.state_dict())
 
     def _prior_channels(self, prior: PriorExtractor) -> int:
         if self.cfg.prior_source == "export":
@@ -246,8 +262,10 @@ def segmentation_loss(out: dict[str, Any], target: torch.Tensor, aux_weight: flo
 
 def build_qgnet(cfg: QGNetConfig, prior: PriorExtractor | None = None, device: str | torch.device = "cpu") -> QGNet:
     """QGNet from its config; loads ``cfg.prior_path`` when no prior is given and the prior map is on."""
-    if cfg.use_prior_map and prior is None:
+    needs_prior = cfg.use_prior_map or cfg.backbone_weights == "prior"
+    if needs_prior and prior is None:
         if not cfg.prior_path:
-            raise ConfigError("qgnet: use_prior_map=true but no prior extractor was given and prior_path is not set")
+            raise ConfigError("qgnet: use_prior_map=true or backbone_weights=prior, but no prior extractor was given and prior_path is not set")
         prior = load_prior_extractor(cfg.prior_path, map_location=device)
-    return QGNet(cfg, prior if cfg.use_prior_map else None).to(device)
+    # The prior is kept (and frozen) only when the prior map is on; backbone_weights=prior copies from it either way.
+    return QGNet(cfg, prior if needs_prior else None).to(device)

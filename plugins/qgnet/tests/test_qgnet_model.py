@@ -245,3 +245,19 @@ def test_a_few_sgd_steps_on_one_episode_lower_its_loss(prior_export):
         opt.step()
     after = eval_loss()
     assert after < 0.9 * before, (before, after)
+
+
+@pytest.mark.parametrize("use_prior_map", [True, False])
+def test_backbone_weights_prior_starts_f_from_the_prior_backbone(prior_export, use_prior_map):
+    cfg = QGNetConfig(backbone="resnet18", backbone_weights="prior", prior_path=str(prior_export), use_prior_map=use_prior_map, bins=(0.5, 0.25))
+    model = build_qgnet(cfg)
+    prior = load_prior_extractor(prior_export)
+    for name, tensor in prior.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[name], tensor), name
+    assert (model.prior is not None) == use_prior_map  # the prior branch is only kept when its map is on
+
+
+def test_backbone_weights_prior_needs_the_same_architecture(prior_export):
+    cfg = QGNetConfig(backbone="resnet50", backbone_weights="prior", prior_path=str(prior_export))
+    with pytest.raises(ConfigError, match="resnet18"):
+        build_qgnet(cfg)
