@@ -237,6 +237,7 @@ def sweep_2x2(shards, tmp_path_factory, ray_session):
 
 @pytest.mark.slow
 @pytest.mark.realdata
+@pytest.mark.timeout(1800)  # the module fixture runs the whole sweep in this test's setup (~2 min idle, ~11 under load)
 def test_2x2_sweep_finishes_and_writes_table_best_config_and_plot(sweep_2x2):
     from glocon.train.config import PretrainConfig
 
