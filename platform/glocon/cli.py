@@ -19,7 +19,7 @@ EXAMPLES = """examples:
   glocon pretrain --config configs/pretrain-demo.yaml train.epochs=2
   glocon sweep --config configs/sweep-table6.yaml
   glocon bank build --config configs/bank-demo.yaml prior=runs/demo/pretrain/prior.pt
-  glocon bank query --config configs/bank-demo.yaml key=embedded/000001 point=[40,60]
+  glocon bank query --config configs/bank-demo.yaml key=embedded/000001 point=[40,60]   # overrides address the query: section
   glocon bank stats --config configs/bank-demo.yaml
   glocon fewshot fit --plugin qgnet --config configs/fewshot-demo.yaml
   glocon fewshot eval --plugin proto --config configs/fewshot-demo.yaml
@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "bank":
         if not rest or rest[0] not in BANK:
             parser.error("bank needs one of: build, query, stats")
-        script = BANK[rest[0]]
-        return _run_job(script, rest if script == "query_bank.py" else rest[1:])
+        verb, script = rest[0], BANK[rest[0]]
+        # query_bank.py answers a query by default and takes "stats" as its first word
+        return _run_job(script, rest if verb == "stats" else rest[1:])
     if cmd == "show":
         return _show(rest)
     if cmd == "plugins":

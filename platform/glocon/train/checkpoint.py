@@ -59,6 +59,31 @@ def load_state(folder: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def _step_of(folder: Path) -> int:
+    digits = "".join(ch for ch in folder.name if ch.isdigit())
+    return int(digits) if digits else -1
+
+
+def load_resumable(folder: str | os.PathLike, run_dir: str | os.PathLike | None = None, warn: Any = print) -> tuple[dict[str, Any], Path]:
+    """The state of ``folder`` (the checkpoint Ray hands back), or, when that one is damaged (a
+    truncated ``state.pt`` after a crash or a full disk), of the newest older
+    ``checkpoint-step*`` folder of the same run that loads. Each skipped file is named through
+    ``warn``; when none loads, the error names every file tried. Returns (state, folder used)."""
+    folder = Path(folder)
+    candidates = [folder]
+    if run_dir is not None and Path(run_dir).is_dir():
+        older = [p for p in Path(run_dir).glob("checkpoint-step*") if p.is_dir() and _step_of(p) < _step_of(folder)]
+        candidates += sorted(older, key=_step_of, reverse=True)
+    errors = []
+    for candidate in candidates:
+        try:
+            return load_state(candidate), candidate
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            warn(f"skipping damaged checkpoint: {exc}")
+    raise CheckpointError("no loadable checkpoint; tried:\n  " + "\n  ".join(errors))
+
+
 def rng_state() -> dict[str, Any]:
     """This process's RNG states as plain tensors and ints (weights_only-loadable)."""
     np_state = np.random.get_state()

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from glocon.io import atomic_write_json
 from glocon.models.prior import PriorExtractor, save_export
-from glocon.train.checkpoint import METRICS, PRIOR, load_state, load_tensors, rng_file, rng_state, save_state, save_tensors, set_rng_state
+from glocon.train.checkpoint import METRICS, PRIOR, load_resumable, load_tensors, rng_file, rng_state, save_state, save_tensors, set_rng_state
 from glocon.train.config import PretrainConfig
 from glocon.train.data import count_samples, shard_list, view_batches, worker_samples
 from glocon.train.momentum import momentum_twin, update_momentum
@@ -104,8 +104,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     step, resumed_from, resumed_sha = 0, -1, ""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = load_state(folder)
+        with checkpoint.as_directory() as latest:
+            # A truncated latest checkpoint (killed mid-write, full disk) falls back to the newest good one.
+            state, folder = load_resumable(latest, cfg.run_dir if "://" not in cfg.storage_path else None)
             model.load_state_dict(state["model"])
             twin.load_state_dict(state["twin"])
             queue_g.load_state_dict(state["queue_global"])
