@@ -426,8 +426,9 @@ def test_prior_export_that_is_a_pickle_with_code_is_refused_and_the_code_never_r
 
     marker = tmp_path / "pwned"
     path = _poisoned(tmp_path / "prior.pt", {"format": EXPORT_FORMAT, "arch": {"backbone": "resnet18"}, "state_dict": {}}, marker)
-    with pytest.raises(CheckpointError, match=rf"(?s)prior export {re.escape(str(path))}: refused or unreadable with torch\.load\(weights_only=True\).*Unsupported global: GLOBAL exec"):
+    with pytest.raises(CheckpointError, match=rf"(?s)prior export {re.escape(str(path))}: refused or unreadable with torch\.load\(weights_only=True\).*Unsupported global: GLOBAL exec") as err:
         load_prior_extractor(path)
+    assert "weights_only=False" not in str(err.value)  # never advise loading an untrusted file unsafely
     assert not marker.exists(), "loading a prior export ran code from its pickle"
     _prove_payload_is_live(path, marker)
 
@@ -439,8 +440,9 @@ def test_pretraining_checkpoint_that_is_a_pickle_with_code_is_refused_and_the_co
     folder = tmp_path / "checkpoint_000003"
     folder.mkdir()
     path = _poisoned(folder / STATE, {"format": STATE_FORMAT, "step": 3, "epoch": 0}, marker)
-    with pytest.raises(CheckpointError, match=rf"(?s)checkpoint {re.escape(str(path))}: unreadable with torch\.load\(weights_only=True\).*Unsupported global: GLOBAL exec"):
+    with pytest.raises(CheckpointError, match=rf"(?s)checkpoint {re.escape(str(path))}: refused or unreadable with torch\.load\(weights_only=True\).*Unsupported global: GLOBAL exec") as err:
         load_state(folder)
+    assert "weights_only=False" not in str(err.value)  # never advise loading an untrusted file unsafely
     assert not marker.exists(), "resuming from a checkpoint ran code from its pickle"
     _prove_payload_is_live(path, marker)
 

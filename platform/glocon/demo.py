@@ -255,7 +255,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     def note(st: StageResult) -> StageResult:
         stages.append(st)
-        print(f"[demo] stage {st.name}: {'reused' if st.reused else 'done'} in {st.wall_s:.1f} s", flush=True)
+        print(f"[demo] stage {st.name}: " + (f"reused (made in {st.wall_s:.1f} s)" if st.reused else f"done in {st.wall_s:.1f} s"), flush=True)
         return st
 
     shards = note(stage_shards(cfg, out))

@@ -15,6 +15,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from glocon.errors import CheckpointError
+from glocon.safeload import load_weights_only
 
 # (builder, stage channels); ResNet stages follow torchvision's layer1..layer4 naming.
 _RESNETS: dict[str, tuple[Callable[..., nn.Module], dict[str, int]]] = {
@@ -89,12 +90,7 @@ def _vgg16_bn(dilated: bool) -> Backbone:
 
 
 def load_weights_file(module: nn.Module, path: str, strict: bool = False) -> None:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"backbone weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"backbone weights {path}: cannot be loaded with weights_only=True ({exc})") from None
+    state = load_weights_only(path, "backbone weights")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     missing, unexpected = module.load_state_dict(state, strict=strict)

@@ -20,6 +20,7 @@ from torch import nn
 from glocon.config import GloconModel
 from glocon.errors import CheckpointError
 from glocon.io import atomic_open, sha256_file
+from glocon.safeload import load_weights_only
 from glocon.models.backbones import build_backbone
 
 EXPORT_FORMAT = "glocon.prior_extractor/v1"
@@ -96,14 +97,7 @@ def save_export(model: PriorExtractor, path: str | os.PathLike, extra: dict[str,
 
 
 def read_export(path: str | os.PathLike) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"prior export not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"prior export {path}: refused or unreadable with torch.load(weights_only=True) ({type(exc).__name__}: {exc})"
-        ) from None
+    payload = load_weights_only(path, "prior export")
     if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
         raise CheckpointError(f"prior export {path}: expected format {EXPORT_FORMAT!r}, got {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r}")
     for field in ("arch", "state_dict"):

@@ -19,6 +19,7 @@ import torch
 
 from glocon.errors import CheckpointError
 from glocon.io import atomic_open
+from glocon.safeload import load_weights_only
 
 STATE = "state.pt"
 PRIOR = "prior.pt"
@@ -37,12 +38,7 @@ def save_tensors(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path}: unreadable with torch.load(weights_only=True) ({type(exc).__name__}: {exc})") from None
+    return load_weights_only(path, "checkpoint")
 
 
 def save_state(folder: str | os.PathLike, state: dict[str, Any]) -> Path:

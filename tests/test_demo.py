@@ -1,0 +1,27 @@
+"""The demo pipeline's wiring: every model variant reads the same episodes; the table shows what was measured."""
+
+from pathlib import Path
+
+from glocon.config import load_config
+from glocon.demo import VARIANTS, DemoConfig, _fewshot_cfg, results_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_variant_shares_the_episode_files_and_only_the_ablation_differs(monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    cfg = load_config(DemoConfig, REPO / "configs" / "demo.yaml")
+    built = {v: _fewshot_cfg(cfg, tmp_path, v, str(tmp_path / "prior.pt")) for v in VARIANTS}
+    assert {c.episodes_dir for c in built.values()} == {str(tmp_path / "episodes")}
+    assert {c.prior for c in built.values()} == {str(tmp_path / "prior.pt")}
+    assert built["qgnet"].model.get("use_prior_map", True) is True
+    assert built["qgnet-no-prior"].model["use_prior_map"] is False
+    assert {k: v for k, v in built["qgnet"].model.items()} == {k: v for k, v in built["qgnet-no-prior"].model.items() if k != "use_prior_map"}
+    assert "backbone" not in built["proto"].model  # QGNet's model keys never reach the proto config
+    assert built["qgnet"].eval.out_dir != built["proto"].eval.out_dir
+
+
+def test_results_table_prints_percentages_per_model_and_shot():
+    table = results_table({"a": {"mean": {"1": {"miou": 0.123, "fb_iou": 0.5}, "5": {"miou": 0.2, "fb_iou": 0.61}}}})
+    assert "| a | 12.3 | 50.0 | 20.0 | 61.0 |" in table
+    assert table.splitlines()[0] == "| model | 1-shot mIoU | 1-shot FB-IoU | 5-shot mIoU | 5-shot FB-IoU |"
