@@ -242,3 +242,53 @@ def test_demo_and_paper_configs_load_with_the_paper_settings():
         cfg = load_config(PretrainConfig, REPO / "configs" / f"{name}.yaml")
         assert cfg.model.backbone == "resnet50" and cfg.epochs == epochs and cfg.use_gpu
         assert cfg.loss.queue_global == cfg.loss.queue_local == 65536 and cfg.lr == pytest.approx(0.03 * cfg.batch_size / 256)
+
+
+def _started_runs(log: Path) -> list[dict]:
+    """The 'start' events of a metrics log; a line torn by a SIGKILL is skipped, never read as valid."""
+    events = []
+    for line in log.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("event") == "start":
+            events.append(row)
+    return events
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_driver_killed_with_sigkill_then_the_same_command_resumes_from_its_last_checkpoint(shards, tmp_path):
+    storage, name = tmp_path / "runs", "driver-kill"
+    temp = Path(f"/tmp/gdk-{os.getpid()}")
+    overrides = [
+        f"storage_path={storage}", f"name={name}", "num_workers=2", "batch_size=8", "epochs=3", "use_gpu=false",
+        "model.backbone=resnet18", "model.hidden_dim=64", f"data.shards={shards}", "data.image_size=64",
+        "data.shuffle_buffer=8", "loss.queue_global=16", "loss.queue_local=64", "loss.max_patches=4",
+        "loss.min_patch_area=0.25", "checkpoint.every_steps=2", "checkpoint.num_to_keep=2", "log_every_s=2",
+        f"ray.temp_dir={temp}", "ray.num_cpus=2",
+    ]  # fmt: skip
+    command = [sys.executable, str(REPO / "jobs" / "pretrain.py"), *overrides]
+    run_dir = storage / name
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None:
+            if any((p / "state.pt").is_file() for p in run_dir.glob("checkpoint-step*")):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before a checkpoint could be interrupted"
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its session, with no chance to clean up
+        proc.wait(timeout=30)
+    finally:
+        _stop_head(temp)  # the raylet and workers the killed driver had started
+    assert not (run_dir / "prior.pt").exists()  # the killed run never finished
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    _stop_head(temp)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    starts = _started_runs(run_dir / METRICS_LOG)
+    assert len(starts) >= 2 and starts[-1]["resumed_from_step"] >= 2, starts  # continued, not restarted
+    assert load_prior_extractor(run_dir / "prior.pt").arch.backbone == "resnet18"
+    assert read_export(run_dir / "prior.pt")["extra"]["step"] == 24  # 64 images / 8 per step x 3 epochs

@@ -36,6 +36,7 @@ from glocon.fewshot.report import figure_png, results_markdown
 from glocon.fewshot.transforms import to_original
 from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from glocon.raycluster import RayConfig
+from glocon.train.faults import FaultSection, maybe_die
 
 MODEL_FORMAT = "glocon.fewshot_model/v1"
 STATE_FORMAT = "glocon.fewshot_state/v1"
@@ -72,6 +73,7 @@ class FitConfig(GloconModel):
     max_failures: int = 0
     checkpoint_every: int = 100  # steps
     stop_at_step: int | None = None  # end this run early after a checkpoint (tests; rerun the same name to resume)
+    fault: FaultSection = FaultSection()  # drills: SIGKILL a worker once at a step (glocon.train.faults)
 
     @model_validator(mode="after")
     def _check(self) -> "FitConfig":
@@ -386,6 +388,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 save_tensors(Path(tmp) / f"rng-rank{rank}.pt", rng_state())
                 ray.train.report(dict(m, loss_mean=sum(losses) / len(losses)), checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"checkpoint-step{s:08d}")
             losses.clear()
+            maybe_die(cfg.fit.fault, s, rank)
 
     train_steps(net, _unwrap(net).loss, optimizer, scheduler, dataset, batch_size=per_worker, start_step=step, device=device, loader_workers=cfg.fit.loader_workers, on_step=on_step)
     if actor is not None and rank == 0:
@@ -465,6 +468,8 @@ def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
             "complete": done,
             "checkpoint": str(folder),
             "resumed_from_step": next((m.get("resumed_from_step") for m in history if m.get("event") == "start"), None),
+            # every (re)start of the worker group in this call: [0, 4] = a fresh run whose workers restarted at step 4
+            "starts": [m.get("resumed_from_step") for m in history if m.get("event") == "start"],
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "metrics": metrics,

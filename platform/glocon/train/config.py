@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from glocon.config import GloconModel
+from glocon.train.faults import FaultSection  # noqa: F401  (re-exported: PretrainConfig.fault)
 from glocon.models.prior import PriorArch
 from glocon.raycluster import RayConfig
 from glocon.train.views import ViewConfig
@@ -49,14 +50,6 @@ class CheckpointSection(GloconModel):
     every_steps: int = 500  # plus one at every epoch end
     num_to_keep: int | None = 3  # Ray's retention; the per-epoch exports below are kept apart
     epoch_exports: bool = True  # write <storage>/<name>/epochs/epoch-XXXX/{prior.pt,metrics.json}
-
-
-class FaultSection(GloconModel):
-    """Fault injection for tests: SIGKILL one worker once, at a step, guarded by a marker file."""
-
-    kill_at_step: int | None = None
-    kill_rank: int = 1
-    marker: str | None = None
 
 
 class PretrainConfig(GloconModel):

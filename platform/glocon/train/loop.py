@@ -28,6 +28,7 @@ from glocon.io import atomic_write_json
 from glocon.models.prior import PriorExtractor, save_export
 from glocon.train.checkpoint import METRICS, PRIOR, load_resumable, load_tensors, rng_file, rng_state, save_state, save_tensors, set_rng_state
 from glocon.train.config import PretrainConfig
+from glocon.train.faults import maybe_die
 from glocon.train.data import count_samples, shard_list, view_batches, worker_samples
 from glocon.train.momentum import momentum_twin, update_momentum
 from glocon.train.queues import KeyQueue
@@ -50,20 +51,7 @@ def cosine_lambda(total_steps: int, schedule: str):
 
 
 def _maybe_die(cfg: PretrainConfig, step: int, rank: int) -> None:
-    """Fault injection for tests: SIGKILL this worker once (a marker file remembers it happened)."""
-    f = cfg.fault
-    if f.kill_at_step is None or step != f.kill_at_step or rank != f.kill_rank or not f.marker:
-        return
-    if os.path.exists(f.marker):
-        return
-    import ray.train
-
-    # Die only once the last report's checkpoint is committed: a worker that dies while Ray Train
-    # still processes its last report loses that checkpoint (the restart then goes back further).
-    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=60)
-    Path(f.marker).parent.mkdir(parents=True, exist_ok=True)
-    Path(f.marker).write_text(f"killed rank {rank} at step {step} pid {os.getpid()}\n")
-    os.kill(os.getpid(), signal.SIGKILL)
+    maybe_die(cfg.fault, step, rank)
 
 
 def _local_storage(cfg: PretrainConfig) -> Path | None:
