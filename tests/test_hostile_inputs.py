@@ -416,7 +416,7 @@ def _poisoned(path: Path, payload: dict, marker: Path) -> Path:
 
 def _prove_payload_is_live(path: Path, marker: Path) -> None:
     """The same file, loaded the unsafe way, does create the marker: the refusal above was real."""
-    torch.load(path, weights_only=False)
+    torch.load(path, weights_only=False)  # deliberate, on the file this test just wrote: proves the payload is live
     assert marker.exists()
     marker.unlink()
 
