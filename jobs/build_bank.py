@@ -10,25 +10,21 @@ import sys
 from glocon.bank.build import build_bank
 from glocon.bank.config import BankConfig
 from glocon.bank.shardio import shard_urls
-from glocon.config import load_config, split_cli
 from glocon.dashboard import Dashboard
-from glocon.errors import GloconError
+from glocon.jobmain import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        path, overrides = split_cli(list(sys.argv[1:] if argv is None else argv))
-        cfg = load_config(BankConfig, path, overrides)
-        with Dashboard("bank build", total=len(shard_urls(cfg.shards)), unit="shards") as dash:
-            manifest = build_bank(cfg, dash)
-            dash.log(
-                f"bank {cfg.out}: {manifest['counts']['vectors']} vectors from {manifest['counts']['images']} images, "
-                f"dim {manifest['dim']}, index {manifest['factory']} (nprobe {manifest['nprobe']}), {manifest['seconds']['total']:.1f}s"
-            )
-    except GloconError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_job(argv, BankConfig, build)
+
+
+def build(cfg: BankConfig) -> None:
+    with Dashboard("bank build", total=len(shard_urls(cfg.shards)), unit="shards") as dash:
+        manifest = build_bank(cfg, dash)
+        dash.log(
+            f"bank {cfg.out}: {manifest['counts']['vectors']} vectors from {manifest['counts']['images']} images, "
+            f"dim {manifest['dim']}, index {manifest['factory']} (nprobe {manifest['nprobe']}), {manifest['seconds']['total']:.1f}s"
+        )
 
 
 if __name__ == "__main__":

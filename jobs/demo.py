@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import sys
 
-from glocon.config import load_config, split_cli
 from glocon.demo import DemoConfig, run_demo
-from glocon.errors import GloconError
+from glocon.jobmain import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        path, overrides = split_cli(list(sys.argv[1:] if argv is None else argv))
-        cfg = load_config(DemoConfig, path, overrides)
-        run_demo(cfg)
-    except GloconError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_job(argv, DemoConfig, demo, label="demo")
+
+
+def demo(cfg: DemoConfig) -> None:
+    run_demo(cfg)  # the stages print as they run; the summary it returns is for bench/demo.py
 
 
 if __name__ == "__main__":

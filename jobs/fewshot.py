@@ -11,10 +11,11 @@ The plugin is found by its entry point (``glocon plugins`` lists them).
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 from glocon.config import load_config, split_cli
-from glocon.errors import ConfigError, GloconError
+from glocon.errors import ConfigError
+from glocon.jobmain import run_job
 
 USAGE = "usage: fewshot.py fit|eval --plugin NAME --config FILE.yaml [key=value ...]"
 
@@ -38,34 +39,41 @@ def parse(argv: list[str]) -> tuple[str, str | None, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from glocon.fewshot.runner import FewShotConfig, evaluate, fit
+    return run_job(argv, load, run)
+
+
+def load(argv: list[str]) -> tuple[str, Any, Any]:
+    """-> (verb, plugin, FewShotConfig), checked before any work starts."""
+    from glocon.fewshot.runner import FewShotConfig
     from glocon.plugins import load_plugin
 
-    try:
-        verb, plugin_name, rest = parse(list(sys.argv[1:] if argv is None else argv))
-        path, overrides = split_cli(rest)
-        if plugin_name:
-            overrides = [*overrides, f"plugin={plugin_name}"]
-        cfg = load_config(FewShotConfig, path, overrides)
-        if not cfg.plugin:
-            raise ConfigError(f"no plugin: pass --plugin NAME or set plugin: in the config; {USAGE}")
-        plugin = load_plugin(cfg.plugin)
-        plugin.make_config(cfg.model, f"{path or '<defaults>'}: model")  # a typo in model.* fails now, not in a worker
-        if verb == "fit":
-            summary = fit(plugin, cfg)
-            if not summary.get("trained"):
-                print(f"{plugin.name}: {summary.get('reason')}")
-            for fold, info in summary.get("folds", {}).items():
-                print(f"fold {fold}: {info['model']} (step {info['step']}, loss {info['first_loss']} -> {info['last_loss']})")
-        else:
-            results = evaluate(plugin, cfg)
-            for k, r in results["mean"].items():
-                print(f"{k}-shot: mIoU {100 * r['miou']:.2f}  FB-IoU {100 * r['fb_iou']:.2f}")
-            print(f"results: {cfg.eval.out_dir}/results.md")
-    except GloconError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    verb, plugin_name, rest = parse(argv)
+    path, overrides = split_cli(rest)
+    if plugin_name:
+        overrides = [*overrides, f"plugin={plugin_name}"]
+    cfg = load_config(FewShotConfig, path, overrides)
+    if not cfg.plugin:
+        raise ConfigError(f"no plugin: pass --plugin NAME or set plugin: in the config; {USAGE}")
+    plugin = load_plugin(cfg.plugin)
+    plugin.make_config(cfg.model, f"{path or '<defaults>'}: model")  # a typo in model.* fails now, not in a worker
+    return verb, plugin, cfg
+
+
+def run(job: tuple[str, Any, Any]) -> None:
+    from glocon.fewshot.runner import evaluate, fit
+
+    verb, plugin, cfg = job
+    if verb == "fit":
+        summary = fit(plugin, cfg)
+        if not summary.get("trained"):
+            print(f"{plugin.name}: {summary.get('reason')}")
+        for fold, info in summary.get("folds", {}).items():
+            print(f"fold {fold}: {info['model']} (step {info['step']}, loss {info['first_loss']} -> {info['last_loss']})")
+    else:
+        results = evaluate(plugin, cfg)
+        for k, r in results["mean"].items():
+            print(f"{k}-shot: mIoU {100 * r['miou']:.2f}  FB-IoU {100 * r['fb_iou']:.2f}")
+        print(f"results: {cfg.eval.out_dir}/results.md")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from glocon.config import load_config, split_cli
 from glocon.data.shards import ShardsConfig, make_shards
-from glocon.errors import ConfigError, GloconError
+from glocon.jobmain import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,18 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    try:
-        path, overrides = split_cli(argv)
-        cfg = load_config(ShardsConfig, path, overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        make_shards(cfg)  # prints progress, then the summary (shards, samples, what was rejected)
-    except GloconError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    # a bad config exits 2; bad data found while building exits 1
+    return run_job(argv, ShardsConfig, build, run_exit=1)
+
+
+def build(cfg: ShardsConfig) -> None:
+    make_shards(cfg)  # prints progress, then the summary (shards, samples, what was rejected)
 
 
 if __name__ == "__main__":

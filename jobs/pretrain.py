@@ -8,25 +8,20 @@ Starts a local Ray bound to 127.0.0.1 when none is running (or joins RAY_ADDRESS
 
 from __future__ import annotations
 
-import sys
-
-from glocon.config import load_config, split_cli
-from glocon.errors import GloconError
+from glocon.jobmain import run_job
 from glocon.train.config import PretrainConfig
 from glocon.train.pretrain import run_pretraining
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        path, overrides = split_cli(list(sys.argv[1:] if argv is None else argv))
-        cfg = load_config(PretrainConfig, path, overrides)
-    except GloconError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # only a bad config is a one-line error; a failure mid-run keeps its traceback
+    return run_job(argv, PretrainConfig, pretrain, run_exit=None)
+
+
+def pretrain(cfg: PretrainConfig) -> None:
     out = run_pretraining(cfg)
     print(f"run: {out.run_dir}")
     print(f"export: {out.export_path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from glocon.bank.config import BankConfig
 from glocon.bank.query import query_bank
 from glocon.bank.stats import bank_stats
 from glocon.config import load_config, split_cli
-from glocon.errors import GloconError
+from glocon.jobmain import run_job
 
 
 def load_section(section: str, argv: list[str]) -> Any:
@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["stats"]:
         return stats_main(argv[1:])
-    try:
-        result = query_bank(load_section("query", argv))
-    except GloconError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_job(argv, lambda args: load_section("query", args), show_query)
+
+
+def show_query(query: Any) -> None:
+    result = query_bank(query)
     q = result["query"]
     where = q["superpixel"] if q["superpixel"] is not None else q["box"]
     print(f"query {q['key'] or q['source']} {q['kind']} {where} class={q['class_name']} -> "
@@ -46,22 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     for h in result["hits"]:
         print(f"  #{h['rank']:<3} {h['score']:.4f}  {h['key']}  superpixel {h['superpixel']}  class {h['class_name']}")
     print(f"hits: {result['out']}/hits.json\nsheet: {result['sheet']['path']}")
-    return 0
 
 
 def stats_main(argv: list[str] | None = None) -> int:
-    try:
-        result = bank_stats(load_section("stats", list(sys.argv[1:] if argv is None else argv)))
-    except GloconError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_job(argv, lambda args: load_section("stats", args), show_stats)
+
+
+def show_stats(stats: Any) -> None:
+    result = bank_stats(stats)
     print(f"class purity@{result.get('k')} over {result['queries']} queries ({result.get('factory')}):")
     for row in result["per_class"].values():
         print(f"  {row['name']:<24} n={row['queries']:<5} purity={row['purity']:.3f}  chance={row['chance']:.3f}")
     if result["overall"] is not None:
         print(f"overall = {result['overall']:.4f}\nmacro = {result['macro']:.4f}\nchance = {result['chance']:.4f}")
     print(f"stats: {result['out']}")
-    return 0
 
 
 if __name__ == "__main__":

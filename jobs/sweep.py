@@ -10,24 +10,22 @@ Writes results.md / results.csv, best-pretrain.yaml and objective_vs_epoch.png i
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from glocon.config import split_cli
-from glocon.errors import GloconError
+from glocon.jobmain import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
     from glocon.tune.space import load_sweep_config
 
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        path, overrides = split_cli(argv)
-        cfg = load_sweep_config(path, overrides)
-        from glocon.tune.sweep import run_sweep
+    return run_job(argv, lambda args: load_sweep_config(*split_cli(args)), sweep, label="sweep")
 
-        res = run_sweep(cfg)
-    except GloconError as exc:
-        print(f"sweep: {exc}", file=sys.stderr)
-        return 2
+
+def sweep(cfg: Any) -> int:
+    from glocon.tune.sweep import run_sweep  # only once the config has loaded: the module pulls in Ray Tune
+
+    res = run_sweep(cfg)
     best = res.best
     print(f"sweep {cfg.name}: {len(res.trials)} trials, {len(res.stopped_early)} stopped early by ASHA"
           + (" (resumed)" if res.restored else ""))

@@ -47,3 +47,30 @@ def test_a_config_typo_through_the_cli_names_the_key(tmp_path):
     )
     assert out.returncode == 2
     assert "'ot'" in out.stderr and "out" in out.stderr
+
+
+def test_run_job_turns_glocon_errors_into_one_line_and_the_exit_code_of_their_phase(capsys):
+    from glocon.errors import DataError
+    from glocon.jobmain import run_job
+
+    def fail(_):
+        raise DataError("no such data")
+
+    assert run_job(["nope"], lambda args: args, lambda cfg: None) == 0
+    assert run_job(["nope"], fail, lambda cfg: None, label="demo") == 2
+    assert capsys.readouterr().err == "demo: no such data\n"
+    assert run_job([], lambda args: args, fail, run_exit=1) == 1
+    assert capsys.readouterr().err == "error: no such data\n"
+    with pytest.raises(DataError):  # run_exit=None: a failure mid-run keeps its traceback
+        run_job([], lambda args: args, fail, run_exit=None)
+
+
+def test_run_job_reads_a_config_model_from_config_and_overrides(tmp_path, capsys):
+    from glocon.demo import DemoConfig
+    from glocon.jobmain import run_job
+
+    seen = []
+    assert run_job([f"out={tmp_path}"], DemoConfig, seen.append) == 0
+    assert seen[0].out == str(tmp_path)
+    assert run_job(["ot=x"], DemoConfig, seen.append) == 2
+    assert "'ot'" in capsys.readouterr().err and len(seen) == 1

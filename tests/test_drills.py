@@ -1,8 +1,9 @@
 """Fault drills for checkpoints: a truncated file on disk, and a disk that fills mid-write.
 
 (The drills that kill real processes live beside the jobs they kill: a pretraining worker in
-tests/test_pretrain_job.py, a shard job in tests/test_shards.py, a sweep driver in
-tests/test_sweep.py.)
+tests/test_pretrain_job.py, the pretraining driver in tests/test_pretrain_driver_kill.py, a
+few-shot fit worker in tests/test_fewshot_job.py, a shard job in tests/test_shards.py, a sweep
+driver in tests/test_sweep.py.)
 """
 
 from __future__ import annotations
@@ -56,6 +57,27 @@ def test_a_newer_checkpoint_is_never_used_to_replace_the_one_ray_returned(tmp_pa
     run = _run(tmp_path)
     state, used = ckpt.load_resumable(run / "checkpoint-step00000020", run, warn=lambda _: None)
     assert used.name == "checkpoint-step00000020" and state["step"] == 20
+
+
+def test_a_few_shot_fit_checkpoint_of_the_wrong_format_or_truncated_is_skipped_by_name(tmp_path):
+    from glocon.fewshot.runner import STATE_FORMAT, load_fit_state
+    from glocon.io import atomic_write_json
+
+    run = tmp_path / "fit-fold0"
+    for step in (4, 8):
+        folder = run / f"checkpoint-step{step:08d}"
+        ckpt.save_tensors(folder / "state.pt", {"format": STATE_FORMAT, "model": {}, "optimizer": {}, "scheduler": {}, "step": step, "fold": 0})
+        atomic_write_json(folder / "metrics.json", {"step": step})
+    newest = run / "checkpoint-step00000008" / "state.pt"
+    newest.write_bytes(newest.read_bytes()[:50])
+    warnings: list[str] = []
+    state, used = ckpt.load_resumable(newest.parent, run, warn=warnings.append, loader=load_fit_state)
+    assert state["step"] == 4 and used.name == "checkpoint-step00000004"
+    assert len(warnings) == 1 and str(newest) in warnings[0]
+    # a pretraining checkpoint is not a fit checkpoint: refused, naming the file and the format
+    ckpt.save_state(run / "checkpoint-step00000004", _state(4))
+    with pytest.raises(CheckpointError, match=r"checkpoint-step00000004/state.pt: expected format"):
+        load_fit_state(run / "checkpoint-step00000004")
 
 
 def _full_disk_save(real_save):

@@ -76,6 +76,30 @@ def test_fit_under_ray_lowers_the_loss_and_a_resumed_run_equals_an_uninterrupted
     b = load_model_file(Path(second["model"]), plugin, 0)["state"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
+    # a worker SIGKILLed right after its step-4 checkpoint: Ray Train restarts it from that
+    # checkpoint (max_failures) and the fit ends with the same weights as the uninterrupted run
+    killed = copy.deepcopy(_toy_cfg(tmp_path, name="killed"))
+    marker = tmp_path / "killed.marker"
+    killed["fit"].update(max_failures=1, fault={"kill_at_step": 4, "kill_rank": 0, "marker": str(marker)})
+    third = fit(plugin, FewShotConfig.model_validate(killed), source=source)["folds"][0]
+    assert marker.is_file() and "at step 4" in marker.read_text()  # the worker really died
+    assert third["complete"] and third["starts"] == [0, 4], third["starts"]  # restarted from the checkpoint, not from 0
+    c = load_model_file(Path(third["model"]), plugin, 0)["state"]
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+    # the newest checkpoint truncated on disk (a crash mid-copy, a full disk): the rerun names the
+    # damaged file, resumes from the newest good one (step 4) and still ends with the same weights
+    part = copy.deepcopy(_toy_cfg(tmp_path, name="truncated"))
+    part["fit"]["stop_at_step"] = 6
+    stopped = fit(plugin, FewShotConfig.model_validate(part), source=source)["folds"][0]
+    latest = Path(stopped["checkpoint"]) / "state.pt"
+    assert stopped["step"] == 6 and latest.parent.name.endswith("06")
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    resumed = fit(plugin, FewShotConfig.model_validate(_toy_cfg(tmp_path, name="truncated")), source=source)["folds"][0]
+    assert resumed["complete"] and resumed["resumed_from_step"] == 4, resumed["starts"]
+    d = load_model_file(Path(resumed["model"]), plugin, 0)["state"]
+    assert all(torch.equal(a[k], d[k]) for k in a)
+
     # and the trained weights are what evaluation loads by default
     results = evaluate(plugin, whole, source=source)
     assert results["weights"]["0"] == info["model"]

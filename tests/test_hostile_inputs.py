@@ -414,8 +414,13 @@ def _poisoned(path: Path, payload: dict, marker: Path) -> Path:
     return path
 
 
-def _prove_payload_is_live(path: Path, marker: Path) -> None:
-    """The same file, loaded the unsafe way, does create the marker: the refusal above was real."""
+def _refused_and_never_run(load, what: str, path: Path, marker: Path) -> None:
+    """``load()`` refuses the poisoned ``path`` as ``what`` without running its code; loaded the
+    unsafe way, the same file does create the marker, so the refusal was real."""
+    with pytest.raises(CheckpointError, match=rf"(?s){what} {re.escape(str(path))}: refused or unreadable with torch\.load\(weights_only=True\).*Unsupported global: GLOBAL exec") as err:
+        load()
+    assert "weights_only=False" not in str(err.value)  # never advise loading an untrusted file unsafely
+    assert not marker.exists(), f"loading a {what} ran code from its pickle"
     torch.load(path, weights_only=False)  # deliberate, on the file this test just wrote: proves the payload is live
     assert marker.exists()
     marker.unlink()
@@ -426,11 +431,7 @@ def test_prior_export_that_is_a_pickle_with_code_is_refused_and_the_code_never_r
 
     marker = tmp_path / "pwned"
     path = _poisoned(tmp_path / "prior.pt", {"format": EXPORT_FORMAT, "arch": {"backbone": "resnet18"}, "state_dict": {}}, marker)
-    with pytest.raises(CheckpointError, match=rf"(?s)prior export {re.escape(str(path))}: refused or unreadable with torch\.load\(weights_only=True\).*Unsupported global: GLOBAL exec") as err:
-        load_prior_extractor(path)
-    assert "weights_only=False" not in str(err.value)  # never advise loading an untrusted file unsafely
-    assert not marker.exists(), "loading a prior export ran code from its pickle"
-    _prove_payload_is_live(path, marker)
+    _refused_and_never_run(lambda: load_prior_extractor(path), "prior export", path, marker)
 
 
 def test_pretraining_checkpoint_that_is_a_pickle_with_code_is_refused_and_the_code_never_runs(tmp_path):
@@ -440,11 +441,7 @@ def test_pretraining_checkpoint_that_is_a_pickle_with_code_is_refused_and_the_co
     folder = tmp_path / "checkpoint_000003"
     folder.mkdir()
     path = _poisoned(folder / STATE, {"format": STATE_FORMAT, "step": 3, "epoch": 0}, marker)
-    with pytest.raises(CheckpointError, match=rf"(?s)checkpoint {re.escape(str(path))}: refused or unreadable with torch\.load\(weights_only=True\).*Unsupported global: GLOBAL exec") as err:
-        load_state(folder)
-    assert "weights_only=False" not in str(err.value)  # never advise loading an untrusted file unsafely
-    assert not marker.exists(), "resuming from a checkpoint ran code from its pickle"
-    _prove_payload_is_live(path, marker)
+    _refused_and_never_run(lambda: load_state(folder), "checkpoint", path, marker)
 
 
 # ---------------------------------------------------------------------------------------------

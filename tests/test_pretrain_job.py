@@ -6,12 +6,9 @@ really starts Ray Train workers, so all are marked slow.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +25,9 @@ from glocon.train.loop import queue_digest
 from glocon.train.pretrain import METRICS_LOG, epoch_records, run_pretraining
 from glocon.train.queues import KeyQueue
 
-from pretrain_shards import write_photo_shards
+from ray_procs import free_port, stop_processes_naming
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def shards(coco128, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("photo-shards")
-    write_photo_shards(coco128 / "images" / "train2017", out, n_images=64, per_shard=4, side=80)
-    return out
 
 
 def _cfg(shards: Path, storage: Path, name: str, *overrides: str) -> PretrainConfig:
@@ -57,8 +47,8 @@ def _steps(history):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_two_worker_run_on_real_photos_lowers_the_loss_and_exports_a_loadable_prior(shards, tmp_path, ray_session):
-    cfg = _cfg(shards, tmp_path, "lowers", "epochs=4", "momentum=0.99", "optim.lr=0.05", "checkpoint.every_steps=100")
+def test_two_worker_run_on_real_photos_lowers_the_loss_and_exports_a_loadable_prior(photo_shards, tmp_path, ray_session):
+    cfg = _cfg(photo_shards, tmp_path, "lowers", "epochs=4", "momentum=0.99", "optim.lr=0.05", "checkpoint.every_steps=100")
     out = run_pretraining(cfg)
     assert out.result.error is None
     steps = _steps(out.history)
@@ -90,9 +80,9 @@ def test_two_worker_run_on_real_photos_lowers_the_loss_and_exports_a_loadable_pr
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_killing_a_worker_mid_run_still_finishes_from_the_last_checkpoint(shards, tmp_path, ray_session):
+def test_killing_a_worker_mid_run_still_finishes_from_the_last_checkpoint(photo_shards, tmp_path, ray_session):
     marker = tmp_path / "killed.txt"
-    cfg = _cfg(shards, tmp_path, "kill", "epochs=1", "data.samples_per_epoch=32", "fault.kill_at_step=3", "fault.kill_rank=1", f"fault.marker={marker}")
+    cfg = _cfg(photo_shards, tmp_path, "kill", "epochs=1", "data.samples_per_epoch=32", "fault.kill_at_step=3", "fault.kill_rank=1", f"fault.marker={marker}")
     out = run_pretraining(cfg)
     assert marker.is_file() and "killed rank 1 at step 3" in marker.read_text()  # it really died
     assert out.result.error is None
@@ -106,9 +96,9 @@ def test_killing_a_worker_mid_run_still_finishes_from_the_last_checkpoint(shards
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_stopped_run_restarts_from_the_saved_step_with_the_saved_queues(shards, tmp_path, ray_session):
+def test_stopped_run_restarts_from_the_saved_step_with_the_saved_queues(photo_shards, tmp_path, ray_session):
     short = ("epochs=2", "data.samples_per_epoch=16")  # 2 steps per epoch, 4 in all
-    first = run_pretraining(_cfg(shards, tmp_path, "resume", *short, "stop_at_step=3"))
+    first = run_pretraining(_cfg(photo_shards, tmp_path, "resume", *short, "stop_at_step=3"))
     assert first.result.metrics["step"] == 3
     with first.result.checkpoint.as_directory() as folder:
         saved = load_state(folder)
@@ -118,7 +108,7 @@ def test_stopped_run_restarts_from_the_saved_step_with_the_saved_queues(shards, 
     ql.load_state_dict(saved["queue_local"])
     assert qg.fill > 0 and ql.fill > 0
     # Same command again, without the stop: Train V2 resumes from (storage_path, name).
-    second = run_pretraining(_cfg(shards, tmp_path, "resume", *short))
+    second = run_pretraining(_cfg(photo_shards, tmp_path, "resume", *short))
     assert second.result.error is None
     steps = _steps(second.history)
     assert [m["step"] for m in steps] == [4]  # continues, does not redo 1..3
@@ -127,52 +117,15 @@ def test_stopped_run_restarts_from_the_saved_step_with_the_saved_queues(shards, 
     assert second.result.metrics["resumed_queue_sha"] == queue_digest(ql) + queue_digest(qg)
 
 
-def _pids_naming(text: str) -> list[int]:
-    """Pids of the processes whose command line contains ``text`` (read from /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            pids.append(int(entry))
-    return pids
-
-
-def _stop_head(temp: Path) -> None:
-    """Stop the head this test started, and only it.
-
-    ``ray stop`` kills every Ray process on the machine, other users' clusters included, so the
-    test ends exactly the processes whose command line names its own temp dir, by pid.
-    """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = _pids_naming(str(temp))
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.time() + 15
-        while pids and time.time() < deadline and _pids_naming(str(temp)):
-            time.sleep(0.5)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_ray_job_submit_against_a_local_head_runs_the_job_end_to_end(shards, tmp_path):
+def test_ray_job_submit_against_a_local_head_runs_the_job_end_to_end(photo_shards, tmp_path):
     venv_bin = Path(sys.executable).parent
     ray_cli = str(venv_bin / "ray")
     env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
     env.pop("RAY_ADDRESS", None)
     temp = Path(f"/tmp/gjs-{os.getpid()}")
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     storage = tmp_path / "runs"
     config = tmp_path / "job.yaml"
     config.write_text(
@@ -180,7 +133,7 @@ def test_ray_job_submit_against_a_local_head_runs_the_job_end_to_end(shards, tmp
             [
                 "name: submitted", f"storage_path: {storage}", "epochs: 1", "batch_size: 8", "num_workers: 2",
                 "use_gpu: false", "model: {backbone: resnet18, hidden_dim: 64}",
-                f"data: {{shards: {shards}, image_size: 64, shuffle_buffer: 8, samples_per_epoch: 16}}",
+                f"data: {{shards: {photo_shards}, image_size: 64, shuffle_buffer: 8, samples_per_epoch: 16}}",
                 "loss: {queue_global: 16, queue_local: 64, max_patches: 4, min_patch_area: 0.25}",
                 "checkpoint: {every_steps: 2}",
             ]
@@ -193,7 +146,7 @@ def test_ray_job_submit_against_a_local_head_runs_the_job_end_to_end(shards, tmp
         # Other Ray heads may run on this machine: give every fixed-default port a free one.
         *[arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
                            "--metrics-export-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port")
-          for arg in (flag, str(_free_port()))],
+          for arg in (flag, str(free_port()))],
     ]  # fmt: skip
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
     try:
@@ -216,7 +169,7 @@ def test_ray_job_submit_against_a_local_head_runs_the_job_end_to_end(shards, tmp
         export = storage / "submitted" / "prior.pt"
         assert torch.load(export, map_location="cpu", weights_only=True)["extra"]["step"] == 2
     finally:
-        _stop_head(temp)
+        stop_processes_naming(temp)
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -57,7 +57,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, out):
+def _worker(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
@@ -66,18 +66,21 @@ def _worker(rank, world, port, out):
         q = KeyQueue(6, 2, seed=0)
         q.enqueue(_keys(-1, 1))
         added = q.gather_and_enqueue(mine)
-        out[rank] = (added, q.keys.clone(), q.ptr, all_gather_varlen(mine).clone())
+        result = {"added": added, "keys": q.keys.clone(), "ptr": q.ptr, "gathered": all_gather_varlen(mine).clone()}
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_all_gather_enqueues_every_workers_keys_in_rank_order_with_gloo():
+def test_all_gather_enqueues_every_workers_keys_in_rank_order_with_gloo(tmp_path):
     world = 2
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_worker, args=(world, _free_port(), out), nprocs=world, join=True)
-        results = dict(out)
+    # Results come back through files, not an mp.Manager: a Manager forks the pytest process.
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    results = {}
+    for rank in range(world):
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        results[rank] = (r["added"], r["keys"], r["ptr"], r["gathered"])
     expected_gathered = torch.cat([_keys(0, 2), _keys(100, 3)])
     for rank in range(world):
         added, keys, ptr, gathered = results[rank]

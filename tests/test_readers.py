@@ -195,16 +195,6 @@ def test_truncated_tar_is_an_error_naming_the_shard(shard_set, where):
         check_tar_end(path)
 
 
-def test_sample_missing_a_field_names_shard_key_and_field(tmp_path):
-    raw = encode_sample(make_sample(0))
-    del raw["slic.png"]
-    path = tmp_path / "partial.tar"
-    with open(path, "wb") as fh, open_tar_writer(fh) as writer:
-        writer.write(raw)
-    with pytest.raises(DataError, match=r"partial\.tar.*img_000.*'slic\.png'"):
-        list(stream_samples([str(path)]))
-
-
 def test_tampered_manifest_is_an_error_naming_file_and_field(shard_set):
     manifest, _ = shard_set
     path = manifest.root / MANIFEST_NAME

@@ -44,15 +44,6 @@ PYTHON = sys.executable
 
 
 
-# Known problem (open): in a full-suite run the first Tune trial of these sweeps sometimes never
-# starts its Train worker (trial idle, a free CPU, no pending demand) until the timeout, and in
-# 4 of 5 full CI runs on 2026-11-25 it did; alone, and in the first full run, they pass (~3 min).
-# Until that is fixed they run only when asked: GLOCON_RUN_SWEEP_TESTS=1 pytest tests/test_sweep.py
-SWEEP_RUNS = pytest.mark.skipif(
-    os.environ.get("GLOCON_RUN_SWEEP_TESTS") != "1",
-    reason="Ray Tune sweep runs can hang in a full-suite run (see the comment above); set GLOCON_RUN_SWEEP_TESTS=1 to run them",
-)
-
 def _write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -246,7 +237,6 @@ def sweep_2x2(shards, tmp_path_factory, ray_session):
 
 
 @pytest.mark.slow
-@SWEEP_RUNS
 @pytest.mark.realdata
 @pytest.mark.timeout(1800)  # the module fixture runs the whole sweep in this test's setup (~2 min idle, ~11 under load)
 def test_2x2_sweep_finishes_and_writes_table_best_config_and_plot(sweep_2x2):
@@ -276,7 +266,6 @@ def test_2x2_sweep_finishes_and_writes_table_best_config_and_plot(sweep_2x2):
 
 
 @pytest.mark.slow
-@SWEEP_RUNS
 @pytest.mark.realdata
 def test_asha_stops_a_trial_that_falls_below_the_rung_cutoff(sweep_2x2):
     res = sweep_2x2.res
@@ -297,7 +286,6 @@ def test_asha_stops_a_trial_that_falls_below_the_rung_cutoff(sweep_2x2):
 
 
 @pytest.mark.slow
-@SWEEP_RUNS
 @pytest.mark.realdata
 def test_objective_episodes_never_touch_novel_classes_of_the_tested_fold(sweep_2x2, shards):
     from glocon.data import folds
@@ -362,7 +350,6 @@ def _statuses(exp_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@SWEEP_RUNS
 @pytest.mark.realdata
 def test_killed_sweep_resumes_without_redoing_completed_trials(shards, tmp_path):
     storage = tmp_path / "sweeps"

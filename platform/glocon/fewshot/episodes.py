@@ -190,8 +190,12 @@ def sample_query_episodes(pool: Mapping[int, Sequence[str]], shots: int, n: int,
 
 def episode_rng(seed: int, benchmark: str, fold: int, mode: str, shots: int) -> random.Random:
     """One RNG per (seed, benchmark, fold, mode, shots): adding a fold never shifts another's episodes."""
-    digest = hashlib.sha256(f"{seed}/{benchmark}/{fold}/{mode}/{shots}".encode()).hexdigest()
-    return random.Random(int(digest[:16], 16))
+    return _rng_for(f"{seed}/{benchmark}/{fold}/{mode}/{shots}")
+
+
+def _rng_for(tag: str) -> random.Random:
+    """An RNG seeded by a hash of ``tag``: the same tag draws the same numbers on every machine."""
+    return random.Random(int(hashlib.sha256(tag.encode()).hexdigest()[:16], 16))
 
 
 def pool_digest(pool: Mapping[int, Sequence[str]]) -> str:
@@ -352,29 +356,15 @@ def episodes_for(
     path = episode_file(directory, benchmark, fold, mode, shots, seed, n_episodes)
     _, exclude = mode_classes(mode, base, novel)
     img_cls = source_image_classes(source) if exclude else None
+    # what a reused file's header must say is exactly what a new file would be drawn with
+    header = {"benchmark": benchmark, "fold": fold, "mode": mode, "shots": shots, "seed": seed, "n_episodes": n_episodes}
     if path.is_file():
         es = load_episodes(path)
         validate_episodes(
-            es,
-            path,
-            expect={"benchmark": benchmark, "fold": fold, "mode": mode, "shots": shots, "seed": seed, "n_episodes": n_episodes},
-            class_index=source.class_index,
-            forbidden_classes=exclude,
-            image_classes=img_cls,
+            es, path, expect=header, class_index=source.class_index, forbidden_classes=exclude, image_classes=img_cls
         )
         return es, path, True
-    es = build_episodes(
-        source.class_index,
-        benchmark=benchmark,
-        fold=fold,
-        mode=mode,
-        shots=shots,
-        n_episodes=n_episodes,
-        seed=seed,
-        base=base,
-        novel=novel,
-        image_classes=img_cls,
-    )
+    es = build_episodes(source.class_index, **header, base=base, novel=novel, image_classes=img_cls)
     save_episodes(es, path)
     return es, path, False
 
@@ -403,5 +393,4 @@ class TrainEpisodeSampler:
         self.tag = f"{seed}/{benchmark}/{fold}/train/{shots}"
 
     def __call__(self, index: int) -> Episode:
-        digest = hashlib.sha256(f"{self.tag}/{index}".encode()).hexdigest()
-        return sample_episode(self.pool, self.shots, random.Random(int(digest[:16], 16)))
+        return sample_episode(self.pool, self.shots, _rng_for(f"{self.tag}/{index}"))

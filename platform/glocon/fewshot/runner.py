@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from glocon.config import GloconModel, save_resolved
 from glocon.dashboard import Dashboard
-from glocon.errors import CheckpointError, ConfigError, DataError
+from glocon.errors import CheckpointError, ConfigError
 from glocon.fewshot.batches import CachedSource, TrainEpisodes, load_eval_episode, stack_eval
 from glocon.fewshot.episodes import DEFAULT_EPISODES, DEFAULT_SEED, EpisodeSet, TrainEpisodeSampler, episodes_for, source_image_classes
 from glocon.fewshot.metrics import ClassIoUAccumulator, RegionMapAccumulator
@@ -322,7 +322,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from glocon.train.checkpoint import load_tensors, rng_state, save_tensors, set_rng_state
+    from glocon.train.checkpoint import load_resumable, load_tensors, rng_state, save_tensors, set_rng_state
 
     cfg = FewShotConfig.model_validate(config["cfg"])
     plugin, fold, actor = config["plugin"], int(config["fold"]), config.get("metrics_actor")
@@ -345,10 +345,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     step = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = load_tensors(Path(folder) / "state.pt")
-            if state.get("format") != STATE_FORMAT:
-                raise CheckpointError(f"{folder}/state.pt: expected format {STATE_FORMAT!r}, got {state.get('format')!r}")
+        with checkpoint.as_directory() as latest:
+            # A truncated latest checkpoint (killed mid-write, full disk) falls back to the newest good one.
+            state, folder = load_resumable(latest, run_dir(cfg, fold), loader=load_fit_state)
             load_trainable_state(model, state["model"], f"{folder}/state.pt")
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -450,10 +449,11 @@ def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
         ray.kill(actor)
         if getattr(result, "error", None) is not None:
             raise result.error
-        from glocon.train.checkpoint import load_tensors
+        from glocon.train.checkpoint import load_resumable
 
-        folder = _checkpoint_folder(result, run_dir(cfg, fold))
-        state = load_tensors(folder / "state.pt")
+        # The newest checkpoint that loads; a finished run whose last checkpoint was damaged after
+        # the fact is then reported incomplete (rerun to finish it), never read as valid.
+        state, folder = load_resumable(_checkpoint_folder(result, run_dir(cfg, fold)), run_dir(cfg, fold), loader=load_fit_state)
         metrics = json.loads((folder / "metrics.json").read_text())
         step, steps = int(state["step"]), int(metrics["total_steps"])
         losses = [m["loss"] for m in history if "loss" in m]
@@ -475,6 +475,27 @@ def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
             "metrics": metrics,
         }
     return summary
+
+
+FIT_STATE_KEYS = ("model", "optimizer", "scheduler", "step", "fold")
+
+
+def load_fit_state(folder: Path) -> dict[str, Any]:
+    """One fit checkpoint's ``state.pt``, checked: its format and keys, or a ``CheckpointError``
+    naming the file (``load_resumable`` then tries the next older checkpoint)."""
+    from glocon.train.checkpoint import load_tensors
+
+    path = Path(folder) / "state.pt"
+    state = load_tensors(path)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint {path}: expected format {STATE_FORMAT!r}, got {got!r}")
+    missing = [k for k in FIT_STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: missing {missing}")
+    if not (Path(folder) / "metrics.json").is_file():
+        raise CheckpointError(f"checkpoint {Path(folder) / 'metrics.json'}: missing")
+    return state
 
 
 def _checkpoint_folder(result: Any, folder: Path) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -60,11 +60,19 @@ def _step_of(folder: Path) -> int:
     return int(digits) if digits else -1
 
 
-def load_resumable(folder: str | os.PathLike, run_dir: str | os.PathLike | None = None, warn: Any = print) -> tuple[dict[str, Any], Path]:
+def load_resumable(
+    folder: str | os.PathLike,
+    run_dir: str | os.PathLike | None = None,
+    warn: Any = print,
+    loader: Callable[[Path], dict[str, Any]] = load_state,
+) -> tuple[dict[str, Any], Path]:
     """The state of ``folder`` (the checkpoint Ray hands back), or, when that one is damaged (a
     truncated ``state.pt`` after a crash or a full disk), of the newest older
     ``checkpoint-step*`` folder of the same run that loads. Each skipped file is named through
-    ``warn``; when none loads, the error names every file tried. Returns (state, folder used)."""
+    ``warn``; when none loads, the error names every file tried. Returns (state, folder used).
+
+    ``loader`` reads and validates one checkpoint folder, raising ``CheckpointError`` naming the
+    file; pretraining uses ``load_state``, the few-shot fit its own state format."""
     folder = Path(folder)
     candidates = [folder]
     if run_dir is not None and Path(run_dir).is_dir():
@@ -73,7 +81,7 @@ def load_resumable(folder: str | os.PathLike, run_dir: str | os.PathLike | None 
     errors = []
     for candidate in candidates:
         try:
-            return load_state(candidate), candidate
+            return loader(candidate), candidate
         except CheckpointError as exc:
             errors.append(str(exc))
             warn(f"skipping damaged checkpoint: {exc}")
