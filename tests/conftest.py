@@ -59,6 +59,18 @@ def ray_session(tmp_path_factory):
     yield ray
 
 
+@pytest.fixture
+def no_ray_in_process():
+    """For a test whose job starts its own Ray in a subprocess: shut down the in-process Ray
+    first, so that only one local Ray runs while the test kills and reruns (a later test of the
+    module that needs Ray gets the one its job starts in-process, or starts one)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _no_ray_across_modules():
     """Shut down any in-process Ray a module started (through ``ray_session`` or a job that

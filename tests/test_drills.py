@@ -1,7 +1,7 @@
 """Fault drills for checkpoints: a truncated file on disk, and a disk that fills mid-write.
 
 (The drills that kill real processes live beside the jobs they kill: a pretraining worker in
-tests/test_pretrain_job.py, the pretraining driver in tests/test_pretrain_driver_kill.py, a
+tests/test_pretrain_job.py, the pretraining driver in tests/test_pretrain_own_ray.py, a
 few-shot fit worker in tests/test_fewshot_job.py, a shard job in tests/test_shards.py, a sweep
 driver in tests/test_sweep.py.)
 """

@@ -43,6 +43,8 @@ from glocon.errors import DataError
 from glocon.io import sha256_file
 from glocon.raycluster import RayConfig
 
+from ray_procs import stop_processes_naming
+
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
 MIN_PIXELS = 1000  # at 120x90: the big class (2700 px) counts, the small one (100 px) does not
@@ -238,7 +240,7 @@ KILL_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_job_killed_mid_way_then_rerun_is_byte_identical_to_an_uninterrupted_run(photos, ray_session, tmp_path):
+def test_job_killed_mid_way_then_rerun_is_byte_identical_to_an_uninterrupted_run(photos, no_ray_in_process, tmp_path):
     photo_dir = Path(photos[0].source).parent
     out = tmp_path / "killed"
     script = tmp_path / "job.py"
@@ -258,6 +260,7 @@ def test_job_killed_mid_way_then_rerun_is_byte_identical_to_an_uninterrupted_run
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        stop_processes_naming(ray_tmp)  # whatever of the killed job's Ray outlived its session
         shutil.rmtree(ray_tmp, ignore_errors=True)
     done_before = len(list((out / DONE_DIR).glob("*.json")))
     assert 2 <= done_before < 5 and not (out / MANIFEST_NAME).exists()

@@ -10,16 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
 from glocon.config import load_config
 from glocon.errors import ConfigError
@@ -33,9 +29,7 @@ from glocon.tune.space import (
     trial_pretrain_dict,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-JOB = REPO / "jobs" / "sweep.py"
-PYTHON = sys.executable
+from sweep_helpers import JOB, OBJECTIVE_FOLD, make_sweep_shards, sweep_dict, write_yaml
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,13 +38,8 @@ PYTHON = sys.executable
 
 
 
-def _write(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 def test_bad_search_space_key_gives_an_error_naming_it(tmp_path, capsys):
-    bad = _write(tmp_path / "bad.yaml", {"name": "x", "space": {"temperature": [0.1, 0.2], "patch_method": ["slic"]}})
+    bad = write_yaml(tmp_path / "bad.yaml", {"name": "x", "space": {"temperature": [0.1, 0.2], "patch_method": ["slic"]}})
     with pytest.raises(ConfigError) as exc:
         load_sweep_config(bad)
     assert "space.temperature" in str(exc.value)
@@ -67,11 +56,11 @@ def test_bad_search_space_key_gives_an_error_naming_it(tmp_path, capsys):
 
 def test_bad_patch_method_and_empty_grid_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="space.patch_method"):
-        load_sweep_config(_write(tmp_path / "a.yaml", {"space": {"patch_method": ["slic", "watershed"]}}))
+        load_sweep_config(write_yaml(tmp_path / "a.yaml", {"space": {"patch_method": ["slic", "watershed"]}}))
     with pytest.raises(ConfigError, match="space.epochs"):
-        load_sweep_config(_write(tmp_path / "b.yaml", {"space": {"epochs": []}}))
+        load_sweep_config(write_yaml(tmp_path / "b.yaml", {"space": {"epochs": []}}))
     with pytest.raises(ConfigError, match="low < high"):
-        load_sweep_config(_write(tmp_path / "c.yaml", {"space": {"tau": {"loguniform": {"low": 0.5, "high": 0.1}}}}))
+        load_sweep_config(write_yaml(tmp_path / "c.yaml", {"space": {"tau": {"loguniform": {"low": 0.5, "high": 0.1}}}}))
 
 
 def test_target_path_that_is_not_a_pretraining_key_is_named():
@@ -171,53 +160,9 @@ def test_dashboard_prints_plain_lines_with_state_objective_best_and_eta():
 # real sweeps on coco128 shards (slow)
 # ---------------------------------------------------------------------------------------------
 
-OBJECTIVE_FOLD = 1  # COCO-20i fold 1: person (class 1) is a base class, so coco128 has episodes
-
-
 @pytest.fixture(scope="module")
 def shards(coco128, tmp_path_factory, ray_session):
-    """8 train2017 photos for pretraining, 24 val2017 photos for the objective; 64 px."""
-    from glocon.config import validate_config
-    from glocon.data.shards import ShardsConfig, make_shards
-
-    root = tmp_path_factory.mktemp("sweep-shards")
-    out = {}
-    for name, split, n in (("pre", "train2017", 8), ("obj", "val2017", 24)):
-        cfg = validate_config(ShardsConfig, {
-            "data": {"layout": "coco", "root": str(coco128), "split": split, "coco_format": "semantic_png", "limit": n},
-            "out_dir": str(root / name), "samples_per_shard": 4, "longest_side": 64,
-        })
-        make_shards(cfg, dashboard=False)
-        out[name] = root / name
-    return out
-
-
-def sweep_dict(shards: dict, storage: Path, name: str, **extra) -> dict:
-    d = {
-        "name": name,
-        "storage_path": str(storage),
-        "pretrain": str(REPO / "configs" / "pretrain-demo.yaml"),
-        "pretrain_overrides": [
-            "epochs=1", "batch_size=4", "num_workers=1", f"data.shards={shards['pre']}", "data.image_size=64",
-            "data.shuffle_buffer=8", "loss.queue_global=64", "loss.queue_local=256", "checkpoint.every_steps=1000",
-            "max_failures=0",
-        ],
-        "space": {"tau": [0.1, 0.3], "patch_method": ["slic", "fh"]},
-        "objective": {
-            "plugin": "proto",
-            "config": {
-                "data": {"shards": str(shards["obj"]), "benchmark": "coco", "folds": [OBJECTIVE_FOLD]},
-                "image_size": 64,
-                "device": "cpu",
-                "objective": {"fold": OBJECTIVE_FOLD, "episodes": 6, "shots": 1},
-            },
-        },
-        "resources": {"workers_per_trial": 1, "driver_cpus": 1, "max_concurrent_trials": 1},
-        "dashboard": False,
-    }
-    for k, v in extra.items():
-        d[k] = v
-    return d
+    return make_sweep_shards(coco128, tmp_path_factory.mktemp("sweep-shards"))
 
 
 @pytest.fixture(scope="module")
@@ -331,70 +276,3 @@ def _all_classes_per_image(shard_dir: Path) -> dict[str, set[int]]:
                     classes |= {int(c) for c in np.unique(arr) if c not in (0, 255)}
                 out[meta["key"]] = classes
     return out
-
-
-def _statuses(exp_dir: Path) -> dict[str, str]:
-    """trial id -> Tune status, from the newest experiment_state file Tune wrote."""
-    files = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        return {}
-    try:
-        data = json.loads(files[-1].read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    out = {}
-    for t in data["trial_data"]:
-        info = json.loads(t[0])
-        out[info["trial_id"]] = info["status"]
-    return out
-
-
-@pytest.mark.slow
-@pytest.mark.realdata
-def test_killed_sweep_resumes_without_redoing_completed_trials(shards, tmp_path):
-    storage = tmp_path / "sweeps"
-    d = sweep_dict(shards, storage, "killme")
-    d["space"] = {"tau": [0.1, 0.3]}
-    d["asha"] = {"enabled": False}
-    d["ray"] = {"num_cpus": 2, "temp_dir": f"/tmp/glocon-ray-kill-{os.getpid()}"}
-    cfg_path = _write(tmp_path / "sweep.yaml", d)
-    exp_dir = storage / "killme"
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "PYTHONUNBUFFERED": "1"}
-    log1 = (tmp_path / "run1.log").open("w")
-    # its own session: the driver and the Ray processes it starts share one process group we can kill
-    proc = subprocess.Popen([PYTHON, str(JOB), "--config", str(cfg_path)], cwd=REPO, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        done_first = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            st = _statuses(exp_dir)
-            finished = [t for t, s in st.items() if s == "TERMINATED"]
-            running = [t for t, s in st.items() if s == "RUNNING"]
-            if finished and running:
-                done_first = finished[0]
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, f"sweep ended before it could be killed:\n{(tmp_path / 'run1.log').read_text()[-3000:]}"
-        assert done_first is not None, "no trial finished within the time limit"
-        os.killpg(proc.pid, signal.SIGKILL)  # really kill the driver (and the local Ray it started)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log1.close()
-    time.sleep(2)  # let the orphaned Ray workers notice their raylet is gone
-    first_dir = next(p for p in exp_dir.iterdir() if p.is_dir() and done_first in p.name)
-    before = (first_dir / "result.json").read_bytes()
-    before_ckpts = sorted(p.name for p in (exp_dir / "trains" / f"trial-{done_first}").glob("checkpoint-*"))
-    assert before and before_ckpts
-
-    run2 = subprocess.run([PYTHON, str(JOB), "--config", str(cfg_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert run2.returncode == 0, run2.stdout[-3000:] + run2.stderr[-3000:]
-    assert "(resumed)" in run2.stdout
-    results = json.loads((exp_dir / "results.json").read_text())
-    assert results["restored"] is True
-    assert {t["status"] for t in results["trials"]} == {"done"} and len(results["trials"]) == 2
-    # the trial that had finished was not run again: same results, no new Train checkpoint
-    assert (first_dir / "result.json").read_bytes() == before
-    assert sorted(p.name for p in (exp_dir / "trains" / f"trial-{done_first}").glob("checkpoint-*")) == before_ckpts
-    assert f"start {done_first}" not in run2.stdout
