@@ -21,7 +21,7 @@ from torch import nn
 from glocon.config import GloconModel
 from glocon.errors import ConfigError
 from glocon.models.backbones import build_backbone
-from glocon.models.prior import IMAGENET_MEAN, IMAGENET_STD, PriorExtractor, load_prior_extractor
+from glocon.models.prior import PriorExtractor, load_prior_extractor
 from glocon.plugins import Plugin
 
 IGNORE_INDEX = 255
@@ -90,8 +90,10 @@ class ProtoSegmenter(nn.Module):
         module.eval()
         for p in module.parameters():
             p.requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if self.backbone is not None:  # F's own input statistics (ImageNet for ResNets, Lite's for EfficientNet-Lite)
+            mean, std = self.backbone.input_stats()
+            self.register_buffer("mean", mean, persistent=False)
+            self.register_buffer("std", std, persistent=False)
 
     def train(self, mode: bool = True) -> "ProtoSegmenter":
         super().train(mode)

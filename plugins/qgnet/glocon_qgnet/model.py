@@ -27,7 +27,7 @@ from torch import nn
 from glocon.config import GloconModel
 from glocon.errors import ConfigError
 from glocon.models.backbones import Backbone, build_backbone
-from glocon.models.prior import IMAGENET_MEAN, IMAGENET_STD, PriorExtractor, load_prior_extractor
+from glocon.models.prior import PriorExtractor, load_prior_extractor
 
 from glocon_qgnet.fem import FEM, PFENET_BINS, PFENET_FEATURE_SIZE
 from glocon_qgnet.region_maps import EPS, category_guider, guided_region_map, k_shot_average, prior_region_map
@@ -38,7 +38,7 @@ IGNORE_INDEX = 255
 class QGNetConfig(GloconModel):
     """The QGNet plugin's model config (the few-shot runner supplies data, episodes and schedule)."""
 
-    backbone: Literal["resnet50", "resnet18", "resnet101", "vgg16_bn"] = "resnet50"
+    backbone: Literal["resnet50", "resnet18", "resnet101", "vgg16_bn", "efficientnet_lite0"] = "resnet50"
     # local state-dict file, package:<name>, or "prior": F starts from the loaded prior extractor's
     # backbone (same architecture) -- the offline stand-in for ImageNet weights when none are
     # installed; None = random init. Never downloaded.
@@ -90,7 +90,8 @@ def build_feature_extractor(name: str, weights: str | None, dilated: bool) -> Ba
         backbone = build_backbone(name, dilated=False, weights=weights)
         if dilated:
             pfenet_dilate_(backbone)
-    else:  # vgg16_bn: glocon drops the pools of layer3/4 (PFENet's VGG layout keeps stride 8)
+    else:  # vgg16_bn drops the pools of layer3/4 (PFENet's VGG layout keeps stride 8);
+        # efficientnet_lite0 dilates its last stages itself (timm output_stride=8)
         backbone = build_backbone(name, dilated=dilated, weights=weights)
     backbone.eval()
     for p in backbone.parameters():
@@ -138,8 +139,9 @@ class QGNet(nn.Module):
             self.down_prior = _down(self._prior_channels(prior), cfg.prior_conv_dim, 3)  # release: down_learn_unsuper
         n_maps = int(cfg.use_prior_map) + int(cfg.use_guided_map)
         self.fem = FEM(cfg.reduce_dim, n_maps, cfg.bins, cfg.bins_reference, classes=2)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = self.backbone.input_stats()  # F's own input statistics (ImageNet; Lite's for EfficientNet-Lite)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
 
     def _copy_prior_backbone(self, prior: PriorExtractor | None) -> None:
         if prior is None:
