@@ -35,7 +35,6 @@ from glocon.data.shards import (
     BuildSpec,
     Manifest,
     Rejected,
-    ShardEntry,
     ShardsConfig,
     build_shard,
     make_sample,
@@ -43,8 +42,8 @@ from glocon.data.shards import (
     plan_shards,
 )
 from glocon.errors import CheckpointError, ConfigError, DataError
-from glocon.io import sha256_file
 from layout_fixtures import H, W, add_symlink_loop, make_coco_instances, make_folder, make_hostile_images, make_voc
+from shard_writer import write_sample_shards
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -89,22 +88,8 @@ def sample(i: int, h: int = 48, w: int = 64) -> Sample:
 
 def write_shards(folder: Path, n: int = 4, per_shard: int = 2) -> Manifest:
     """Shards + manifest laid out as make_shards writes them (its tar writer, the one schema)."""
-    folder.mkdir(parents=True, exist_ok=True)
     samples = [sample(i) for i in range(n)]
-    entries = []
-    for s, start in enumerate(range(0, n, per_shard)):
-        chunk = samples[start : start + per_shard]
-        name = f"shard-{s:06d}.tar"
-        with open(folder / name, "wb") as fh, open_tar_writer(fh) as writer:
-            for x in chunk:
-                writer.write(encode_sample(x))
-        entries.append(ShardEntry(name=name, count=len(chunk), sha256=sha256_file(folder / name),
-                                  bytes=(folder / name).stat().st_size, keys=[x.key for x in chunk]))
-    manifest = Manifest(prefix="shard", members=["fh.png", "jpg", "json", "mask.png", "slic.png"], min_class_pixels=100,
-                        shards=entries, classes={3: [x.key for x in samples]}, rejected=[],
-                        totals={"records": n, "samples": n, "shards": len(entries), "rejected": 0}, config={})
-    manifest.save(folder)
-    return manifest
+    return write_sample_shards(folder, samples, per_shard, "shard", {3: [x.key for x in samples]})
 
 
 def voc_record(root: Path, ident: str = "2007_000001"):

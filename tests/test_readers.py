@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from glocon.data.readers import ShardIndex, check_tar_end, scan_tar, shard_urls, stream_samples, unsafe_member
-from glocon.data.schema import Sample, encode_sample
-from glocon.data.shards import MANIFEST_NAME, Manifest, ShardEntry, open_tar_writer
+from glocon.data.schema import Sample
+from glocon.data.shards import MANIFEST_NAME, Manifest
 from glocon.errors import DataError
-from glocon.io import sha256_file
+
+from shard_writer import write_sample_shards
 
 
 def make_sample(i: int, h: int = 24, w: int = 32) -> Sample:
@@ -36,22 +37,8 @@ def make_sample(i: int, h: int = 24, w: int = 32) -> Sample:
 
 def write_shards(folder: Path, n: int, per_shard: int) -> tuple[Manifest, list[Sample]]:
     """Shards + manifest as make_shards would lay them out (same tar writer, same schema)."""
-    folder.mkdir(parents=True, exist_ok=True)
     samples = [make_sample(i) for i in range(n)]
-    entries = []
-    for s, start in enumerate(range(0, n, per_shard)):
-        chunk = samples[start : start + per_shard]
-        name = f"test-{s:06d}.tar"
-        with open(folder / name, "wb") as fh, open_tar_writer(fh) as writer:
-            for sample in chunk:
-                writer.write(encode_sample(sample))
-        entries.append(ShardEntry(name=name, count=len(chunk), sha256=sha256_file(folder / name),
-                                  bytes=(folder / name).stat().st_size, keys=[x.key for x in chunk]))
-    manifest = Manifest(prefix="test", members=["fh.png", "jpg", "json", "mask.png", "slic.png"], min_class_pixels=100,
-                        shards=entries, classes={3: [x.key for x in samples[::2]]}, rejected=[],
-                        totals={"records": n, "samples": n, "shards": len(entries), "rejected": 0}, config={})
-    manifest.save(folder)
-    return manifest, samples
+    return write_sample_shards(folder, samples, per_shard, "test", {3: [x.key for x in samples[::2]]}), samples
 
 
 def hostile_tar(path: Path, names: list[str]) -> Path:

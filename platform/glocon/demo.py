@@ -152,6 +152,12 @@ VARIANTS = {
     "qgnet": ("qgnet", [], True),
     "qgnet-no-prior": ("qgnet", ["model.use_prior_map=false"], True),
     "proto": ("proto", [], False),
+    # the training-free baseline on the same ImageNet features QGNet's F sees (demo.yaml's qgnet F)
+    "proto-imagenet": (
+        "proto",
+        ["model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.dilated=true"],
+        False,
+    ),
 }
 
 

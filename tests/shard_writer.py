@@ -1,0 +1,30 @@
+"""Shards written directly, without Ray: the writer's own tar settings, the one sample schema,
+and a manifest laid out as ``make_shards`` writes it. For reader and hostile-input tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from glocon.data.schema import Sample, encode_sample
+from glocon.data.shards import Manifest, ShardEntry, open_tar_writer
+from glocon.io import sha256_file
+
+
+def write_sample_shards(folder: Path, samples: list[Sample], per_shard: int, prefix: str, classes: dict[int, list[str]]) -> Manifest:
+    """``samples`` in tars of ``per_shard`` named ``<prefix>-NNNNNN.tar``, plus their manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for s, start in enumerate(range(0, len(samples), per_shard)):
+        chunk = samples[start : start + per_shard]
+        name = f"{prefix}-{s:06d}.tar"
+        with open(folder / name, "wb") as fh, open_tar_writer(fh) as writer:
+            for sample in chunk:
+                writer.write(encode_sample(sample))
+        entries.append(ShardEntry(name=name, count=len(chunk), sha256=sha256_file(folder / name),
+                                  bytes=(folder / name).stat().st_size, keys=[x.key for x in chunk]))
+    n = len(samples)
+    manifest = Manifest(prefix=prefix, members=["fh.png", "jpg", "json", "mask.png", "slic.png"], min_class_pixels=100,
+                        shards=entries, classes=classes, rejected=[],
+                        totals={"records": n, "samples": n, "shards": len(entries), "rejected": 0}, config={})
+    manifest.save(folder)
+    return manifest
