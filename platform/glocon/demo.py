@@ -155,7 +155,7 @@ VARIANTS = {
     # the training-free baseline on the same ImageNet features QGNet's F sees (demo.yaml's qgnet F)
     "proto-imagenet": (
         "proto",
-        ["model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.dilated=true"],
+        ["model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.dilated=false"],
         False,
     ),
 }

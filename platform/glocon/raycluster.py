@@ -18,7 +18,11 @@ class RayConfig(GloconModel):
     temp_dir: str | None = None
     node_ip_address: str = "127.0.0.1"
     dashboard_host: str = "127.0.0.1"
-    include_dashboard: bool = False
+    # On by default (on loopback, with Ray's token auth): Ray Train V2's PlacementGroupCleaner asks
+    # the state API, which the dashboard serves, whether a run's controller is still alive. Without
+    # it the cleaner can never free a dead run's placement group and warns about it every second
+    # (measured: 326 of the demo's 600 log lines).
+    include_dashboard: bool = True
 
 
 def init_ray(cfg: RayConfig | None = None, **extra: Any) -> None:
