@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.glocon-installed
 DATA   ?=
 LAYOUT ?=
+# more dotted overrides for the demo config, e.g. ARGS="data.split=train2017 data.coco_format=semantic_png out=runs/demo-coco128"
+ARGS   ?=
 PYTEST_ARGS ?=
 
 .PHONY: demo test install clean
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml plugins/qgnet/pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) jobs/demo.py --config configs/demo.yaml $(if $(DATA),data.root=$(DATA)) $(if $(LAYOUT),data.layout=$(LAYOUT))
+	$(PY) jobs/demo.py --config configs/demo.yaml $(if $(DATA),data.root=$(DATA)) $(if $(LAYOUT),data.layout=$(LAYOUT)) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -47,3 +47,32 @@ def init_ray(cfg: RayConfig | None = None, **extra: Any) -> None:
         os.makedirs(cfg.temp_dir, exist_ok=True)
         kwargs["_temp_dir"] = os.path.abspath(cfg.temp_dir)
     ray.init(**kwargs, **extra)
+
+
+def train_logging() -> Any:
+    """Ray Train's console log level for every glocon trainer's ``RunConfig``.
+
+    At INFO, Train prints two lines per report and worker ("Reporting training result ...",
+    "Checkpoint successfully created ...") that drown the job's own dashboard; at WARNING they
+    still go to the session's Ray Train log files (``logs/train/``), only not to the console.
+    """
+    from ray.train import LoggingConfig
+
+    return LoggingConfig(log_level="WARNING")
+
+
+def quiet_train_reports() -> None:
+    """Call at the start of a Ray Train worker function: lowers the one Train logger that
+    ``train_logging()`` cannot reach to WARNING.
+
+    Ray Train 2.60 logs every ``ray.train.report`` at INFO under a logger named after its file
+    path (``ray/train/v2/_internal/execution/context.py``: ``logging.getLogger(__file__)``), so
+    the ``ray.train`` level filter of ``LoggingConfig`` never sees it.
+    """
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)

@@ -35,7 +35,7 @@ from glocon.fewshot.metrics import ClassIoUAccumulator, RegionMapAccumulator
 from glocon.fewshot.report import figure_png, results_markdown
 from glocon.fewshot.transforms import to_original
 from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
-from glocon.raycluster import RayConfig
+from glocon.raycluster import RayConfig, train_logging
 from glocon.train.faults import FaultSection, maybe_die
 
 MODEL_FORMAT = "glocon.fewshot_model/v1"
@@ -322,6 +322,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from glocon.raycluster import quiet_train_reports
+
+    quiet_train_reports()
+
     from glocon.train.checkpoint import load_resumable, load_tensors, rng_state, save_tensors, set_rng_state
 
     cfg = FewShotConfig.model_validate(config["cfg"])
@@ -430,6 +434,7 @@ def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
                 storage_path=storage,
                 failure_config=FailureConfig(max_failures=cfg.fit.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                logging_config=train_logging(),
             ),
         )
         history: list[dict[str, Any]] = []

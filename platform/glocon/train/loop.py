@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -61,6 +60,10 @@ def _local_storage(cfg: PretrainConfig) -> Path | None:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
+
+    from glocon.raycluster import quiet_train_reports
+
+    quiet_train_reports()
 
     cfg = PretrainConfig.model_validate(config["cfg"])
     actor = config.get("metrics_actor")

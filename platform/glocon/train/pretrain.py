@@ -41,6 +41,7 @@ from glocon.config import save_resolved
 from glocon.dashboard import Dashboard
 from glocon.io import atomic_write_text
 from glocon.models.prior import PriorExtractor, save_export
+from glocon.raycluster import train_logging
 from glocon.train.checkpoint import METRICS, PRIOR, load_state
 from glocon.train.config import PretrainConfig
 
@@ -99,6 +100,7 @@ def build_trainer(cfg: PretrainConfig, *, callbacks: list | None = None, metrics
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
             callbacks=callbacks or None,
+            logging_config=train_logging(),
         ),
     )
 
