@@ -123,9 +123,9 @@ class PlacementGroupRecorder(WorkerGroupCallback):
     a non-detached actor lives as long as the *job* (docs.ray.io, "Placement Group Lifetimes"),
     so its CPUs would stay reserved and the next trial's workers would never start. Ray Train's
     own safety net (the detached PlacementGroupCleaner) asks the state API whether the controller
-    is alive, which needs the dashboard and fails when a machine runs several Ray instances. The
-    sweep driver removes the recorded group itself when Tune ends the trial
-    (``glocon.tune.sweep.ReleasePlacementGroups``).
+    is alive; the state API needs the dashboard, which ``glocon.raycluster`` starts by default but
+    a cluster may run without. So the sweep driver also removes the recorded group itself when
+    Tune ends the trial (``glocon.tune.sweep.ReleasePlacementGroups``).
 
     This is an internal Train V2 callback interface (``WorkerGroupCallback``); Train passes
     non-``UserCallback`` entries of ``RunConfig.callbacks`` to its controller as they are.
