@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--nlist", type=int, default=None, help="IVF lists (default: sqrt(n), rounded)")
-    ap.add_argument("--pq-m", type=int, default=64, help="PQ bytes per vector (8-bit codes)")
+    ap.add_argument("--pq-m", type=int, default=128, help="PQ bytes per vector (8-bit codes); the bank's default is one per dimension")
     ap.add_argument("--train", type=int, default=100_000, help="training sample size")
     ap.add_argument("--latency-queries", type=int, default=200)
     ap.add_argument("--recall-queries", type=int, default=1000)

@@ -25,7 +25,10 @@ class IndexConfig(GloconModel):
     exact_max: int = 100_000  # up to this many vectors: "IDMap,Flat" (exact)
     ivf_flat_max: int = 2_000_000  # up to this many: "IVF{nlist},Flat"; above: "IVF{nlist},PQ{pq_m}"
     nlist: int | None = None  # IVF lists; None: ~4 sqrt(n), at most n / 39 (faiss wants 39 points per centroid)
-    pq_m: int | None = None  # PQ sub-quantizers (bytes per vector at 8 bits); None: dim / 4
+    # PQ sub-quantizers (bytes per vector at 8 bits); None: one per dimension. Measured on 1M
+    # 128-d vectors (bench/bank.py, docs/results.md): PQ64 caps recall@10 at 0.891, PQ128 reaches
+    # 0.933 at nprobe 32, 25x faster than exact, at 137 B/vector against 512 for the raw vectors.
+    pq_m: int | None = None
     nprobe: int = 32  # default lists visited per query, recorded in the manifest
     train_size: int = 200_000  # IVF / PQ are trained on a random sample of at most this many vectors
     seed: int = 0

@@ -32,8 +32,9 @@ def auto_nlist(n: int) -> int:
 
 
 def auto_pq_m(dim: int, wanted: int | None = None) -> int:
-    """Sub-quantizer count: ``wanted`` (default dim / 4, i.e. 4 dims per byte) rounded down to a divisor of dim."""
-    m = max(1, min(wanted or dim // 4, dim))
+    """Sub-quantizer count: ``wanted`` (default dim, one byte per dimension: fewer bytes cap the
+    recall below 0.9, see ``IndexConfig.pq_m``) rounded down to a divisor of dim."""
+    m = max(1, min(wanted or dim, dim))
     while dim % m:
         m -= 1
     return m
