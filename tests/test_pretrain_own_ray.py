@@ -56,15 +56,19 @@ def test_driver_killed_with_sigkill_then_the_same_command_resumes_from_its_last_
     command = [sys.executable, str(REPO / "jobs" / "pretrain.py"), *overrides]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     run_dir = storage / name
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
     log1 = (tmp_path / "run1.log").open("w")
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 400
         while time.time() < deadline and proc.poll() is None:
-            if any((p / "state.pt").is_file() for p in run_dir.glob("checkpoint-step*")):
+            # Kill only once Ray has *committed* a checkpoint (its checkpoint-manager snapshot names
+            # it): a state.pt already copied into storage but not yet registered is, rightly, not
+            # resumed from, and a kill in that window made the rerun start over (CI, 2026-11-25).
+            if snapshot.is_file() and '"checkpoint_dir_name":"checkpoint-step' in snapshot.read_text(errors="replace").replace(" ", ""):
                 break
             time.sleep(0.5)
-        assert proc.poll() is None, f"the run ended before a checkpoint could be interrupted:\n{(tmp_path / 'run1.log').read_text()[-3000:]}"
+        assert proc.poll() is None, f"the run ended before a committed checkpoint could be interrupted:\n{(tmp_path / 'run1.log').read_text()[-3000:]}"
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its session, with no chance to clean up
         proc.wait(timeout=30)
     finally:
