@@ -21,7 +21,13 @@ def main(argv: list[str] | None = None) -> int:
 def pretrain(cfg: PretrainConfig) -> None:
     out = run_pretraining(cfg)
     print(f"run: {out.run_dir}")
-    print(f"export: {out.export_path}")
+    print(f"export: {out.export_path} ({cfg.protocol})")
+    summary = out.summary(cfg)
+    for term in ("L_global", "L_local"):
+        if term in summary:
+            print(f"{term} = {summary[term]:.3f} (last 20 steps; chance ln(1 + negatives) = {summary[term + '_chance']:.3f}, ratio {summary[term + '_vs_chance']:.3f})")
+    if summary:
+        print(f"patches_per_image = {summary['patches_per_image']:.2f}")
 
 
 if __name__ == "__main__":

@@ -57,9 +57,16 @@ def show_stats(stats: Any) -> None:
     print(f"class purity@{result.get('k')} over {result['queries']} queries ({result.get('factory')}):")
     for row in result["per_class"].values():
         print(f"  {row['name']:<24} n={row['queries']:<5} purity={row['purity']:.3f}  chance={row['chance']:.3f}")
+    bal = result.get("balanced") or {}
+    if bal.get("macro") is not None:
+        bg = bal.get("background")
+        apart = f" (purity {bg['purity']:.3f}, chance {bg['chance']:.3f})" if bg else ""
+        print(f"balanced: {bal['queries']} queries, up to {stats.per_class} per class; background apart{apart}")
+    print(f"stats: {result['out']}")
     if result["overall"] is not None:
         print(f"overall = {result['overall']:.4f}\nmacro = {result['macro']:.4f}\nchance = {result['chance']:.4f}")
-    print(f"stats: {result['out']}")
+    if bal.get("macro") is not None:
+        print(f"balanced_macro = {bal['macro']:.4f}\nbalanced_chance = {bal['chance']:.4f}")
 
 
 if __name__ == "__main__":

@@ -222,3 +222,17 @@ def test_backgrounds_are_photos_shipped_inside_the_scikit_image_wheel():
     # a background is a crop of one of them, not a flat fill
     bg = E.background(np.random.default_rng(0), 64)
     assert bg.shape == (64, 64, 3) and bg.std() > 5
+
+
+@few_images
+def test_val_split_is_a_disjoint_image_set_with_its_own_keys(tmp_path):
+    train = open_layout(layout(tmp_path, n_images=6))
+    val = open_layout(layout(tmp_path, n_images=6).model_copy(update={"split": "val"}))
+    again = open_layout(layout(tmp_path, n_images=6).model_copy(update={"split": "val"}))
+    assert [r.key for r in val] == [f"embedded-val/{i:06d}" for i in range(6)]
+    assert not {r.key for r in train} & {r.key for r in val}
+    train_pixels = {np.asarray(r.load_image()).tobytes() for r in train}
+    assert not any(np.asarray(r.load_image()).tobytes() in train_pixels for r in val)  # other images, not other names
+    assert [np.asarray(r.load_image()).tobytes() for r in val] == [np.asarray(r.load_image()).tobytes() for r in again]
+    with pytest.raises(ConfigError, match="data.split"):
+        open_layout(layout(tmp_path, n_images=6).model_copy(update={"split": "test"}))

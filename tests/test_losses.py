@@ -87,7 +87,8 @@ def test_gradients_reach_the_query_encoder_only():
     torch.manual_seed(0)
     model = PriorExtractor(PriorArch(backbone="resnet18", hidden_dim=32))
     twin = momentum_twin(model)
-    qg, ql = KeyQueue(16, 128, seed=1), KeyQueue(32, 128, seed=2)
+    # MoCo's random initial negatives: a fresh empty queue has none, and a loss with no negative has no gradient
+    qg, ql = KeyQueue(16, 128, seed=1, start="random"), KeyQueue(32, 128, seed=2, start="random")
     labels = torch.arange(16).view(4, 4).repeat_interleave(16, 0).repeat_interleave(16, 1)  # 16 blocks of 16x16
     batch = {
         "image_q": torch.rand(2, 3, 64, 64),

@@ -17,7 +17,7 @@ from glocon.models.prior import load_prior_extractor, read_export
 from glocon.train.checkpoint import load_state
 from glocon.train.config import PretrainConfig
 from glocon.train.loop import queue_digest
-from glocon.train.pretrain import METRICS_LOG, epoch_records, run_pretraining
+from glocon.train.pretrain import METRICS_LOG, epoch_records, run_pretraining, run_summary
 from glocon.train.queues import KeyQueue
 
 
@@ -48,8 +48,8 @@ def test_two_worker_run_on_real_photos_lowers_the_loss_and_exports_a_loadable_pr
     steps = _steps(out.history)
     assert [m["step"] for m in steps] == list(range(1, 33))  # 64 images / 8 per step x 4 epochs
     assert all(m["images_per_s"] > 0 and m["patches"] > 0 for m in steps)
-    # The queues start as random unit vectors, so the loss first rises while real keys replace
-    # them; compare from the first step where both queues hold only real keys.
+    # The queues start empty, so the loss's chance level ln(1 + negatives) rises while they fill;
+    # compare from the first step where both queues are full.
     full = next(i for i, m in enumerate(steps) if m["queue_fill_global"] == 1.0 and m["queue_fill_local"] == 1.0)
     early = [m["loss"] for m in steps[full : full + 6]]
     late = [m["loss"] for m in steps[-6:]]
@@ -134,3 +134,23 @@ def test_demo_and_paper_configs_load_with_the_paper_settings():
         assert cfg.model.backbone == "resnet50" and cfg.epochs == epochs and cfg.use_gpu
         assert cfg.loss.queue_global == cfg.loss.queue_local == 65536 and cfg.lr == pytest.approx(0.03 * cfg.batch_size / 256)
 
+
+
+def test_lr_warms_up_linearly_then_follows_mocos_cosine():
+    from glocon.train.loop import lr_lambda
+
+    f = lr_lambda(total_steps=110, schedule="cosine", warmup_steps=10)
+    assert [f(s) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
+    assert lr_lambda(100, "constant", 0)(57) == 1.0 and lr_lambda(100, "cosine", 0)(0) == 1.0
+
+
+def test_run_summary_sets_each_loss_beside_its_chance_level():
+    import math
+
+    cfg = load_config(PretrainConfig, None, ["loss.queue_global=256", "loss.queue_local=1024"])
+    steps = [{"step": i, "L_global": 3.0, "L_local": 6.0, "patches_per_image": 10.0 + (i % 2), "queue_fill_global": 1.0, "queue_fill_local": 0.5} for i in range(1, 41)]
+    s = run_summary([{"event": "start"}, *steps], cfg)
+    assert s["L_global_chance"] == pytest.approx(math.log(257)) and s["L_global_vs_chance"] == pytest.approx(3.0 / math.log(257))
+    assert s["L_local_chance"] == pytest.approx(math.log(513))  # half full: 512 real negatives
+    assert s["patches_per_image"] == pytest.approx(10.5) and s["steps"] == 40

@@ -88,3 +88,35 @@ def test_all_gather_enqueues_every_workers_keys_in_rank_order_with_gloo(tmp_path
         assert torch.equal(gathered, expected_gathered)
         assert keys[:, 0].tolist() == [-1, 0, 1, 100, 101, 102]
     assert torch.equal(results[0][1], results[1][1])  # identical queues on every worker
+
+
+def test_an_empty_start_offers_only_real_keys_as_negatives():
+    q = KeyQueue(5, 2, seed=0)
+    assert q.negatives.shape == (0, 2)  # no random vector poses as a negative
+    q.enqueue(_keys(0, 3))
+    assert q.negatives[:, 0].tolist() == [0, 1, 2]
+    q.enqueue(_keys(3, 4))  # full: every slot holds a real key
+    assert q.negatives.shape == (5, 2) and torch.equal(q.negatives, q.keys)
+    mocos = KeyQueue(5, 2, seed=0, start="random")
+    assert mocos.negatives.shape == (5, 2) and mocos.fill == 0.0
+    with pytest.raises(ValueError, match="start"):
+        KeyQueue(5, 2, start="zeros")
+
+
+def test_random_initial_negatives_make_the_first_loss_read_far_below_chance():
+    """Why the demo's loss climbed (issue 11): against random unit vectors a random positive wins
+    at once; against real keys of an untrained encoder (all alike) the loss sits at chance."""
+    import math
+
+    from glocon.losses import info_nce
+
+    torch.manual_seed(0)
+    base = torch.nn.functional.normalize(torch.randn(1, 128), dim=1)
+    alike = lambda n: torch.nn.functional.normalize(base + 0.02 * torch.randn(n, 128), dim=1)  # noqa: E731
+    q, k = alike(32), alike(32)
+    random_queue = KeyQueue(256, 128, seed=1, start="random")
+    real_queue = KeyQueue(256, 128, seed=1)
+    real_queue.enqueue(alike(256))
+    chance = math.log(257)
+    assert info_nce(q, k, random_queue.negatives, 0.2) < 0.3 * chance
+    assert info_nce(q, k, real_queue.negatives, 0.2) == pytest.approx(chance, rel=0.05)

@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   glocon bank build --config configs/bank-demo.yaml prior=runs/demo/pretrain/prior.pt
   glocon bank query --config configs/bank-demo.yaml key=embedded/000001 point=[40,60]   # overrides address the query: section
   glocon bank stats --config configs/bank-demo.yaml
+  glocon probe --config configs/probe-demo.yaml run=runs/demo/pretrain/prior
   glocon fewshot fit --plugin qgnet --config configs/fewshot-demo.yaml
   glocon fewshot eval --plugin proto --config configs/fewshot-demo.yaml
   glocon show superpixels --shards runs/demo/shards --key embedded/000003 --out fig4.png
@@ -33,6 +34,7 @@ JOBS = {
     "shards": ("make_shards.py", "turn a folder / VOC / COCO / FSS-1000 layout into WebDataset shards"),
     "pretrain": ("pretrain.py", "pretrain the prior extractor (global + local InfoNCE) under Ray Train"),
     "sweep": ("sweep.py", "Ray Tune sweep over tau, patch method and epochs, scored downstream"),
+    "probe": ("probe.py", "dense evaluation of priors: retrieval mIoU, linear probe, prior-map AUROC, purity"),
     "fewshot": ("fewshot.py", "fit or evaluate a few-shot plugin: fewshot fit|eval --plugin NAME"),
     "demo": ("demo.py", "run the whole pipeline end to end on the embedded default data"),
 }

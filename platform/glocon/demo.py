@@ -1,8 +1,9 @@
 """``make demo``: the whole pipeline on one data set, as resumable stages.
 
-shards -> Fig. 4 picture -> pretraining (Ray Train, 2 workers) -> loss curves -> bank + one query
--> QGNet fit on base classes (with and without the prior map) -> 1-/5-shot evaluation on novel
-classes against ``proto`` -> ``<out>/report.md``.
+shards of the train and val splits -> Fig. 4 picture -> pretraining on the train split (Ray Train,
+2 workers; inductive) -> loss curves -> dense probe of the prior against its controls -> bank + one
+query -> QGNet fit on base classes (with and without the prior map) -> 1-/5-shot evaluation on
+novel classes against ``proto`` -> ``<out>/report.md``.
 
 Each stage's config includes the hashes of what it reads, so a rerun redoes only what changed
 (``glocon.pipeline``). Each stage is the same library call its own job makes.
@@ -27,6 +28,12 @@ BENCHMARK = {"embedded": "embedded", "voc": "pascal", "coco": "coco", "fss": "fs
 class DemoConfig(GloconModel):
     out: str = "runs/demo"
     data: LayoutConfig = LayoutConfig()  # embedded default; `make demo DATA=... LAYOUT=...` sets root/layout
+    # the held-out split the probe (and few-shot evaluation) scores on: the layout's val split
+    # (embedded: val, COCO: val2017, VOC: val); None: no val split (the probe holds out a share of the train keys)
+    val_split: str | None = "val"
+    probe_config: str = "configs/probe-demo.yaml"
+    # transductive: pretraining also sees the val images (the paper's "all the images"); the default is inductive
+    transductive: bool = False
     shards_config: str = "configs/shards-embedded.yaml"
     pretrain_config: str = "configs/pretrain-demo.yaml"
     bank_config: str = "configs/bank-demo.yaml"
@@ -42,17 +49,19 @@ def _ov(cfg: DemoConfig, stage: str, *base: str) -> list[str]:
     return [*base, *cfg.overrides.get(stage, [])]
 
 
-def stage_shards(cfg: DemoConfig, out: Path) -> StageResult:
+def stage_shards(cfg: DemoConfig, out: Path, split: str | None = None) -> StageResult:
+    """Shards of the train split (``shards/``), or of ``split`` (``shards-<split>/``)."""
     from glocon.data.shards import ShardsConfig, make_shards
 
-    scfg = load_config(ShardsConfig, cfg.shards_config, _ov(cfg, "shards", f"out_dir={out / 'shards'}"))
-    scfg = scfg.model_copy(update={"data": cfg.data})
+    folder = out / ("shards" if split is None else f"shards-{split}")
+    scfg = load_config(ShardsConfig, cfg.shards_config, _ov(cfg, "shards", f"out_dir={folder}"))
+    scfg = scfg.model_copy(update={"data": cfg.data if split is None else cfg.data.model_copy(update={"split": split})})
 
     def run() -> dict[str, Any]:
         manifest = make_shards(scfg)
-        return {"outputs": {"manifest": out / "shards" / "manifest.json"}, "samples": sum(s.count for s in manifest.shards), "rejected": len(manifest.rejected)}
+        return {"outputs": {"manifest": folder / "manifest.json"}, "samples": sum(s.count for s in manifest.shards), "rejected": len(manifest.rejected)}
 
-    return run_stage(out, "shards", scfg.model_dump(mode="json"), run)
+    return run_stage(out, folder.name, scfg.model_dump(mode="json"), run)
 
 
 def _first_masked_key(shards: Path) -> str:
@@ -78,14 +87,17 @@ def stage_superpixels(cfg: DemoConfig, out: Path, shards: StageResult) -> StageR
     return run_stage(out, "superpixels", {"manifest": sha256_file(shards.outputs["manifest"]), "key": key}, run)
 
 
-def stage_pretrain(cfg: DemoConfig, out: Path, shards: StageResult) -> StageResult:
+def stage_pretrain(cfg: DemoConfig, out: Path, shards: StageResult, val: StageResult | None) -> StageResult:
     from glocon.train.config import PretrainConfig
     from glocon.train.pretrain import run_pretraining
     from glocon.viz.curves import plot_loss_curves, read_jsonl
 
+    val_dir = Path(val.outputs["manifest"]).parent if val is not None else None
+    extra = [f"data.extra_shards={json.dumps([str(val_dir)])}"] if cfg.transductive and val_dir else []
+    probe = [f"probe.train_shards={out / 'shards'}", f"probe.val_shards={val_dir}"] if val_dir else []
     pcfg = load_config(
         PretrainConfig, cfg.pretrain_config,
-        _ov(cfg, "pretrain", f"data.shards={out / 'shards'}", f"storage_path={out / 'pretrain'}", "name=prior"),
+        _ov(cfg, "pretrain", f"data.shards={out / 'shards'}", f"storage_path={out / 'pretrain'}", "name=prior", *extra, *probe),
     )  # fmt: skip
     curves = out / "figures" / "loss-curves.png"
 
@@ -97,9 +109,39 @@ def stage_pretrain(cfg: DemoConfig, out: Path, shards: StageResult) -> StageResu
         rows = read_jsonl(log) if log.is_file() else list(result.history)
         plot_loss_curves(rows, curves, "prior extractor: L = L_global + L_local (Eq. 7)")
         last = rows[-1] if rows else {}
-        return {"outputs": {"prior": result.export_path, "curves": curves}, "last": {k: last.get(k) for k in ("step", "loss", "L_global", "L_local")}}
+        return {
+            "outputs": {"prior": result.export_path, "curves": curves, "run": pcfg.run_dir},
+            "last": {k: last.get(k) for k in ("step", "loss", "L_global", "L_local")},
+            "summary": result.summary(pcfg),
+            "protocol": pcfg.protocol,
+        }
 
-    return run_stage(out, "pretrain", {"cfg": pcfg.model_dump(mode="json"), "manifest": sha256_file(shards.outputs["manifest"])}, run)
+    deps = {"cfg": pcfg.model_dump(mode="json"), "manifest": sha256_file(shards.outputs["manifest"]), "val": sha256_file(val.outputs["manifest"]) if val else None}
+    return run_stage(out, "pretrain", deps, run)
+
+
+def stage_probe(cfg: DemoConfig, out: Path, shards: StageResult, val: StageResult | None, prior: StageResult) -> StageResult:
+    """The dense probe of the pretrained prior beside its controls, and of every epoch's export."""
+    from glocon.probe.config import ProbeConfig
+    from glocon.probe.run import run_probe
+
+    export = prior.outputs["prior"]
+    base = [
+        f"train_shards={out / 'shards'}",
+        f"val_shards={Path(val.outputs['manifest']).parent if val else ''}",
+        f"out={out / 'probe'}",
+        f"run={prior.outputs['run']}",
+    ]
+    priors = {"pretrained": export, "untrained (same architecture, random init)": f"random:{export}", "Lite0 ImageNet (reference)": "imagenet:efficientnet_lite0@16"}
+    pcfg = load_config(ProbeConfig, cfg.probe_config, [*base, *cfg.overrides.get("probe", [])])
+    pcfg = pcfg.model_copy(update={"priors": {**priors, **pcfg.priors}})
+
+    def run() -> dict[str, Any]:
+        results = run_probe(pcfg)
+        return {"outputs": {"results": out / "probe" / "results.json", "table": out / "probe" / "results.md", "plot": out / "probe" / "probe-vs-epoch.png"}, "seconds": results["seconds"]}
+
+    deps = {"cfg": pcfg.model_dump(mode="json"), "prior": sha256_file(export)}
+    return run_stage(out, "probe", deps, run)
 
 
 def stage_bank(cfg: DemoConfig, out: Path, shards: StageResult, prior: StageResult) -> StageResult:
@@ -237,6 +279,12 @@ def write_report(out: Path, cfg: DemoConfig, stages: list[StageResult]) -> Path:
         "",
         "Per-fold and per-class tables: " + ", ".join(f"[{n}]({rel(Path(by[f'fewshot-{n}'].outputs['results']).with_suffix('.md'))})" for n in results),
         "",
+        "## Does the prior learn? The dense probe against its controls",
+        "",
+        Path(by["probe"].outputs["table"]).read_text().split("\n", 2)[2].strip() if "probe" in by else "(no probe)",
+        "",
+        f"Against pretraining epoch: ![]({rel(by['probe'].outputs['plot'])})" if "probe" in by else "",
+        "",
         "## Figures",
         "",
         f"- Superpixels (paper Fig. 4): ![]({rel(by['superpixels'].outputs['figure'])})",
@@ -265,8 +313,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         return st
 
     shards = note(stage_shards(cfg, out))
+    val = note(stage_shards(cfg, out, cfg.val_split)) if cfg.val_split else None
     note(stage_superpixels(cfg, out, shards))
-    prior = note(stage_pretrain(cfg, out, shards))
+    prior = note(stage_pretrain(cfg, out, shards, val))
+    note(stage_probe(cfg, out, shards, val, prior))
     note(stage_bank(cfg, out, shards, prior))
     for variant in VARIANTS:
         note(stage_fewshot(cfg, out, shards, prior, variant))

@@ -65,6 +65,8 @@ class StatsConfig(GloconModel):
     exclude_same_image: bool = True  # neighbours from the query's own image would flatter the prior
     ignore_classes: list[int] = []  # e.g. [0] for COCO's "unlabeled"
     min_dominant_frac: float = 0.5  # a patch has a class only when that class covers this share of it
+    per_class: int = 50  # balanced purity: queries drawn from every class (all of a class when it has fewer)
+    background_class: int | None = 0  # reported apart from the macro over object classes; None: no background
     out: str | None = None  # where stats.json goes (None: <bank>/stats.json)
 
 

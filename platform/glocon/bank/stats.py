@@ -6,6 +6,12 @@ known class (patches of unannotated images say nothing either way), and by defau
 query's own image (its neighbours there would flatter any prior). Reported per class, overall
 (mean over queries) and macro (mean over classes), beside the chance level a random prior would
 get: the mean over queries of the share of bank patches of the query's class.
+
+Random queries follow the patches, so a bank that is mostly background (262 of 300 random
+queries in the demo, issue 11) reports a figure that is mostly background's. ``balanced_purity``
+draws the same number of queries from every class instead, reports background apart, and gives
+the macro purity over object classes beside its chance level (the mean share of each class among
+the candidates). ``bank stats`` reports both.
 """
 
 from __future__ import annotations
@@ -75,11 +81,71 @@ def purity(bank: Bank, cfg: StatsConfig) -> dict[str, Any]:
     }
 
 
+def balanced_purity(
+    vectors: np.ndarray,
+    classes: np.ndarray,
+    groups: np.ndarray,
+    *,
+    k: int,
+    per_class: int,
+    seed: int = 0,
+    background: int | None = 0,
+    names: dict[int, str] | None = None,
+) -> dict[str, Any]:
+    """Purity@k with ``per_class`` seeded queries from every class.
+
+    vectors (N, D) L2-normalised; classes (N,) int, -1 = unknown (never a query nor a neighbour);
+    groups (N,): the image of each vector (neighbours from the query's own image are skipped).
+    Returns the per-class table, ``macro`` over object classes (every class but ``background``),
+    its ``chance`` (the mean over those classes of their share of the candidates) and
+    ``background`` apart. Exact search (FAISS inner product).
+    """
+    from glocon.bank.config import IndexConfig
+    from glocon.bank.index import build_index
+
+    names = names or {}
+    known = np.flatnonzero(classes >= 0)
+    if len(known) == 0:
+        return {"k": k, "queries": 0, "macro": None, "chance": None, "background": None, "per_class": {}, "note": "no vector has a known class"}
+    rng = np.random.default_rng(seed)
+    counts = dict(zip(*np.unique(classes[known], return_counts=True)))
+    queries = np.concatenate([np.sort(rng.choice(np.flatnonzero(classes == c), min(per_class, int(n)), replace=False)) for c, n in sorted(counts.items())])
+    index = build_index(vectors[known], "IDMap,Flat", IndexConfig(gpu="never"), ids=known.astype(np.int64))
+    per_group = int(np.max(np.unique(groups, return_counts=True)[1]))
+    k_search = min(len(known), k + 1 + per_group + 3 * k)
+    _, ids = search(index, np.asarray(vectors[queries]), k_search)
+    table: dict[int, list[float]] = {}
+    for q, row in zip(queries, ids):
+        row = row[(row >= 0) & (row != q)]
+        row = row[groups[row] != groups[q]][:k]
+        if len(row):
+            table.setdefault(int(classes[q]), []).append(float(np.mean(classes[row] == classes[q])))
+    share = {int(c): int(n) / len(known) for c, n in counts.items()}
+    per_class = {
+        str(c): {"name": names.get(c, str(c)), "queries": len(v), "purity": float(np.mean(v)), "chance": share[c]} for c, v in sorted(table.items())
+    }
+    objects = [c for c in table if c != background]
+    return {
+        "k": k,
+        "queries": int(sum(len(v) for v in table.values())),
+        "macro": float(np.mean([np.mean(table[c]) for c in objects])) if objects else None,
+        "chance": float(np.mean([share[c] for c in objects])) if objects else None,
+        "object_classes": len(objects),
+        "background": per_class.get(str(background)) if background is not None else None,
+        "per_class": per_class,
+    }
+
+
 def bank_stats(cfg: StatsConfig) -> dict[str, Any]:
     if cfg.bank is None:
         raise ConfigError("bank stats: 'bank' is empty; expected the folder a bank build wrote")
     bank = open_bank(cfg.bank)
     result = purity(bank, cfg)
+    keys = bank.table.column("key").to_numpy(zero_copy_only=False)
+    result["balanced"] = balanced_purity(
+        np.asarray(bank.vectors), known_classes(bank, cfg), keys, k=cfg.k, per_class=cfg.per_class, seed=cfg.seed,
+        background=cfg.background_class, names=bank.class_names,
+    )  # fmt: skip
     out = Path(cfg.out) if cfg.out else bank.root / "stats.json"
     atomic_write_json(out, {**result, "config": cfg.model_dump(mode="json")})
     result["out"] = str(out)

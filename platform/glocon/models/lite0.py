@@ -14,8 +14,9 @@ A backbone small enough for CPUs that starts from real weights, with nothing fet
 The four stages follow the network's strides. Without dilation: layer1 = 24 ch at /4, layer2 =
 40 ch at /8, layer3 = 80 -> 112 ch at /16, layer4 = 192 -> 320 ch at /32. The 1x1 head conv to
 1280 channels and the classifier are classification-only, so they are not part of the backbone.
-With ``dilated=True``, timm's ``output_stride=8`` turns the strides of the 80- and 192-channel
-blocks into dilation. layer3 and layer4 then stay at /8, like PFENet's dilated ResNet.
+With ``output_stride=8`` (``dilated=True``), timm turns the strides of the 80- and 192-channel
+blocks into dilation. layer3 and layer4 then stay at /8, like PFENet's dilated ResNet; with 16
+only the 192-channel block is dilated and layer4 stays at /16.
 """
 
 from __future__ import annotations
@@ -88,12 +89,12 @@ def _timm() -> Any:
 
 
 def create_timm_lite0(output_stride: int = 32) -> nn.Module:
-    """timm's full classifier (random init, never downloaded). output_stride 8 dilates the last stages."""
+    """timm's full classifier (random init, never downloaded). output_stride 8 or 16 dilates the last stages."""
     return _timm().create_model(TIMM_ARCH, pretrained=False, output_stride=output_stride)
 
 
-def build_lite0(dilated: bool = False) -> Lite0Backbone:
-    net = create_timm_lite0(output_stride=8 if dilated else 32)
+def build_lite0(output_stride: int = 32) -> Lite0Backbone:
+    net = create_timm_lite0(output_stride=output_stride)
     stages = nn.ModuleDict(
         {
             stage: nn.Sequential(OrderedDict((path.replace(".", ""), net.get_submodule(path)) for path in paths))

@@ -30,7 +30,10 @@ class PriorArch(GloconModel):
     """Everything needed to rebuild a prior extractor from its state dict."""
 
     backbone: str = "resnet50"  # the paper's default; the CPU demo uses a smaller one
-    dilated: bool = False
+    dilated: bool = False  # True: output stride 8 (PFENet / the QGNet release dilate the prior this way)
+    # stride of the dense map (8, 16 or 32); None: 8 when dilated, else 32. The local loss needs a
+    # grid fine enough to hold several superpixels per view: 16 gives 6x6 cells at 96 px.
+    output_stride: int | None = None
     weights: str | None = None  # init weights (local file or package:<name>); None = random
     proj_dim: int = 128  # MoCo v2's output dim
     hidden_dim: int | None = None  # None: the backbone's channel count (MoCo v2: dim -> dim -> 128)
@@ -41,7 +44,7 @@ class PriorExtractor(nn.Module):
     def __init__(self, arch: PriorArch, load_init_weights: bool = True) -> None:
         super().__init__()
         self.arch = arch
-        self.backbone = build_backbone(arch.backbone, arch.dilated, arch.weights if load_init_weights else None)
+        self.backbone = build_backbone(arch.backbone, arch.dilated, arch.weights if load_init_weights else None, arch.output_stride)
         dim = self.backbone.out_channels
         hidden = arch.hidden_dim or dim
         # MoCo v2 (facebookresearch/moco, builder.py, mlp=True): fc(dim, dim) -> ReLU -> fc(dim, 128)

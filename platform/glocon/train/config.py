@@ -21,6 +21,10 @@ from glocon.train.views import ViewConfig
 
 class DataSection(GloconModel):
     shards: str = ""  # a folder of *.tar shards, or a manifest file next to them
+    # Inductive by default: pretraining sees only ``shards``, the split few-shot fit uses. Listing
+    # the evaluation split here too is the paper's transductive variant ("all the images in the
+    # dataset", Sec. V-A); exports and results then say "transductive".
+    extra_shards: list[str] = []
     shuffle_buffer: int = 256
     patch_method: Literal["slic", "fh"] = "slic"  # which superpixel map of the shard feeds L_local
     image_size: int = 224  # side of each square view
@@ -36,6 +40,9 @@ class LossSection(GloconModel):
     max_patches: int = 16  # P patches per image and step
     min_patch_area: float = 1.0  # in feature-grid cells, in both views
     pooling: Literal["area", "majority"] = "area"  # how the superpixel map meets the feature grid (DetCon)
+    # "empty": only real keys are negatives (the loss starts at its honest ln(1 + filled));
+    # "random": MoCo's random unit vectors, which make the early loss read low (train/queues.py)
+    queue_start: Literal["empty", "random"] = "empty"
 
 
 class OptimSection(GloconModel):
@@ -44,6 +51,18 @@ class OptimSection(GloconModel):
     momentum: float = 0.9
     weight_decay: float = 1e-4
     schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = 0.0  # linear warm-up from 0 before the schedule (MoCo v3, SimCLR: 10 epochs)
+
+
+class EpochProbe(GloconModel):
+    """The cheap probe at epoch ends: retrieval mIoU of the epoch's export (glocon.probe), on the dashboard."""
+
+    every_epochs: int = 0  # 0: off
+    train_shards: str = ""  # labelled memory images; empty: data.shards
+    val_shards: str = ""  # labelled images it is scored on; empty: a held-out share of train_shards
+    limit: int | None = 120  # images per split: the probe must stay cheap beside training
+    input_size: int = 160
+    map: Literal["prior", "backbone", "local_head"] = "prior"
 
 
 class CheckpointSection(GloconModel):
@@ -72,6 +91,7 @@ class PretrainConfig(GloconModel):
     optim: OptimSection = OptimSection()
     checkpoint: CheckpointSection = CheckpointSection()
     fault: FaultSection = FaultSection()
+    probe: EpochProbe = EpochProbe()
     stop_at_step: int | None = None  # checkpoint and stop after this global step; rerun to go on
     log_every_s: float = 5.0
     ray: RayConfig = RayConfig()
@@ -91,6 +111,11 @@ class PretrainConfig(GloconModel):
     @property
     def lr(self) -> float:
         return self.optim.lr if self.optim.lr is not None else self.optim.base_lr * self.batch_size / 256
+
+    @property
+    def protocol(self) -> str:
+        """``inductive`` (only the fit split's images) or ``transductive`` (evaluation images too)."""
+        return "transductive" if self.data.extra_shards else "inductive"
 
     @property
     def run_dir(self) -> Path:

@@ -42,11 +42,19 @@ def queue_digest(queue: KeyQueue) -> str:
     return h.hexdigest()[:16]
 
 
-def cosine_lambda(total_steps: int, schedule: str):
-    if schedule == "constant":
-        return lambda s: 1.0
-    # MoCo v2's --cos, per step instead of per epoch: lr * 0.5 * (1 + cos(pi * t / T))
-    return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / max(total_steps, 1)))
+def lr_lambda(total_steps: int, schedule: str, warmup_steps: int = 0):
+    """Multiplier of the base lr at step s: a linear warm-up over ``warmup_steps`` (MoCo v3, SimCLR),
+    then constant or MoCo v2's cosine (``--cos``, per step here): 0.5 (1 + cos(pi t / T)) over the rest."""
+
+    def f(s: int) -> float:
+        if s < warmup_steps:
+            return (s + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        t, span = s - warmup_steps, max(total_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(t, span) / span))
+
+    return f
 
 
 def _maybe_die(cfg: PretrainConfig, step: int, rank: int) -> None:
@@ -77,19 +85,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = PriorExtractor(cfg.model).to(device)
     twin = momentum_twin(model).to(device)
     dim = cfg.model.proj_dim
-    queue_g = KeyQueue(cfg.loss.queue_global, dim, seed=cfg.seed + 1, device=device)
-    queue_l = KeyQueue(cfg.loss.queue_local, dim, seed=cfg.seed + 2, device=device)
+    queue_g = KeyQueue(cfg.loss.queue_global, dim, seed=cfg.seed + 1, device=device, start=cfg.loss.queue_start)
+    queue_l = KeyQueue(cfg.loss.queue_local, dim, seed=cfg.seed + 2, device=device, start=cfg.loss.queue_start)
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # then per-worker randomness (views)
 
-    urls = shard_list(cfg.data.shards)
-    n_samples = cfg.data.samples_per_epoch or count_samples(cfg.data.shards, urls)
+    urls = [u for spec in (cfg.data.shards, *cfg.data.extra_shards) for u in shard_list(spec)]
+    n_samples = cfg.data.samples_per_epoch or sum(count_samples(spec, shard_list(spec)) for spec in (cfg.data.shards, *cfg.data.extra_shards))
     steps_per_epoch = n_samples // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{n_samples} samples in {cfg.data.shards} give no full global batch of {cfg.batch_size}")
     total_steps = steps_per_epoch * cfg.epochs
 
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total_steps, cfg.optim.schedule))
+    warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.optim.schedule, warmup))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     step, resumed_from, resumed_sha = 0, -1, ""
@@ -127,8 +136,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     push({"event": "start", "step": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from})
 
+    prober = None
+    if cfg.probe.every_epochs and rank == 0:
+        from glocon.probe.run import EpochProber
+
+        p = cfg.probe
+        prober = EpochProber(p.train_shards or cfg.data.shards, p.val_shards, p.limit, p.input_size, p.map)
+
     def report(metrics: dict[str, Any], epoch_end: bool) -> str:
         name = f"checkpoint-step{step:08d}"
+        if prober is not None and epoch_end and (metrics["epoch"] + 1) % cfg.probe.every_epochs == 0:
+            t_probe = time.perf_counter()
+            metrics["probe_retrieval_miou"] = prober(model)  # rank 0 only; the others wait at the next collective
+            push({"event": "probe", "step": step, "epoch": metrics["epoch"], "retrieval_miou": metrics["probe_retrieval_miou"], "seconds": time.perf_counter() - t_probe})
         with tempfile.TemporaryDirectory(prefix="glocon-ckpt-") as tmp:
             if rank == 0:
                 save_state(
@@ -148,10 +168,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 )
                 atomic_write_json(Path(tmp) / METRICS, metrics)
                 if epoch_end:
-                    save_export(model, Path(tmp) / PRIOR, extra={"step": step, "epoch": metrics["epoch"], "run": cfg.name})
+                    extra = {"step": step, "epoch": metrics["epoch"], "run": cfg.name, "protocol": cfg.protocol}
+                    save_export(model, Path(tmp) / PRIOR, extra=extra)
                     if cfg.checkpoint.epoch_exports and local_run is not None:
                         out = local_run / "epochs" / f"epoch-{metrics['epoch']:04d}"
-                        save_export(model, out / PRIOR, extra={"step": step, "epoch": metrics["epoch"], "run": cfg.name})
+                        save_export(model, out / PRIOR, extra=extra)
                         atomic_write_json(out / METRICS, metrics)
             save_tensors(Path(tmp) / rng_file(rank), rng_state())
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
@@ -200,6 +221,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "queue_fill_global": queue_g.fill,
                 "queue_fill_local": queue_l.fill,
                 "patches": parts.n_patches,
+                "patches_per_image": parts.n_patches / per_worker,  # on this worker; L_local's pairs per view
                 "resumed_from_step": resumed_from,
             }
             push(metrics)

@@ -32,6 +32,7 @@ For the sweep helper
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,14 +67,38 @@ class PretrainResult:
     def run_dir(self) -> Path:
         return Path(self.result.path)
 
+    def summary(self, cfg: PretrainConfig, last: int = 20) -> dict[str, float]:
+        return run_summary(self.history, cfg, last)
+
+
+def run_summary(history: list[dict[str, Any]], cfg: PretrainConfig, last: int = 20) -> dict[str, float]:
+    """The end of a run in numbers: the last ``last`` steps' mean losses, each against its chance
+    level ln(1 + negatives) (the loss of features that tell nothing apart), and the mean number of
+    superpixel pairs per view that reached L_local over the whole run."""
+    steps = [m for m in history if m.get("event") is None and "L_global" in m]
+    if not steps:
+        return {}
+    tail = steps[-last:]
+    mean = lambda key: sum(m[key] for m in tail) / len(tail)  # noqa: E731
+    out: dict[str, float] = {"steps": float(steps[-1]["step"]), "patches_per_image": sum(m.get("patches_per_image", 0.0) for m in steps) / len(steps)}
+    for term, queue, fill in (("L_global", cfg.loss.queue_global, "queue_fill_global"), ("L_local", cfg.loss.queue_local, "queue_fill_local")):
+        if (cfg.loss.w_global if term == "L_global" else cfg.loss.w_local) and fill in tail[-1]:
+            negatives = queue if cfg.loss.queue_start == "random" else max(1, round(tail[-1][fill] * queue))
+            chance = math.log(1 + negatives)
+            out[term], out[f"{term}_chance"], out[f"{term}_vs_chance"] = mean(term), chance, mean(term) / chance
+    return out
+
 
 def resolved(cfg: PretrainConfig) -> PretrainConfig:
     """storage_path made absolute (Ray needs it) and shards resolved, so workers see the same paths."""
     data = cfg.model_dump()
     if "://" not in cfg.storage_path:
         data["storage_path"] = str(Path(cfg.storage_path).expanduser().resolve())
-    if cfg.data.shards and "://" not in cfg.data.shards:
-        data["data"]["shards"] = str(Path(cfg.data.shards).expanduser().resolve())
+    absolute = lambda p: p if not p or "://" in p else str(Path(p).expanduser().resolve())  # noqa: E731
+    data["data"]["shards"] = absolute(cfg.data.shards)
+    data["data"]["extra_shards"] = [absolute(p) for p in cfg.data.extra_shards]
+    data["probe"]["train_shards"] = absolute(cfg.probe.train_shards)
+    data["probe"]["val_shards"] = absolute(cfg.probe.val_shards)
     return PretrainConfig.model_validate(data)
 
 
@@ -126,7 +151,7 @@ def export_from_checkpoint(checkpoint_dir: str | os.PathLike, out: str | os.Path
     state = load_state(checkpoint_dir)
     model = PriorExtractor(cfg.model, load_init_weights=False)
     model.load_state_dict(state["model"])
-    save_export(model, out, extra={"step": int(state["step"]), "epoch": int(state["epoch"]), "run": cfg.name, "checkpoint": str(checkpoint_dir)})
+    save_export(model, out, extra={"step": int(state["step"]), "epoch": int(state["epoch"]), "run": cfg.name, "checkpoint": str(checkpoint_dir), "protocol": cfg.protocol})
     return Path(out)
 
 
@@ -147,13 +172,16 @@ class _Feed:
             self.dash.update(completed=m["step"], total=m["total_steps"])
             if m.get("resumed_from_step", -1) >= 0:
                 self.dash.log(f"resumed from step {m['resumed_from_step']}")
+        elif event == "probe":
+            self.dash.update(probe_retrieval_miou=m["retrieval_miou"])
+            self.dash.log(f"epoch {m['epoch'] + 1}: probe retrieval mIoU {100 * m['retrieval_miou']:.2f} ({m['seconds']:.0f} s)")
         elif event == "checkpoint":
             self.dash.update(last_checkpoint=m["checkpoint"])
             self.dash.log(f"checkpoint {m['checkpoint']} (epoch {m['epoch']}{', epoch end' if m['epoch_end'] else ''})")
         elif event is None:
             self.dash.update(
                 completed=m["step"], total=m["total_steps"], epoch=m["epoch"], loss=m["loss"], L_global=m["L_global"],
-                L_local=m["L_local"], lr=m["lr"], images_per_s=m["images_per_s"],
+                L_local=m["L_local"], lr=m["lr"], images_per_s=m["images_per_s"], patches_per_image=m.get("patches_per_image"),
                 queue_fill=f"{m['queue_fill_global']:.2f}/{m['queue_fill_local']:.2f}",
             )  # fmt: skip
         if event is not None or len(self.lines) % 20 == 0:

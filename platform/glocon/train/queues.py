@@ -7,8 +7,18 @@ once skipped this gather and each worker drew negatives from its own slice only.
 handles a different number of keys per worker (the local loss picks a variable number of
 patches) by padding to the largest count, which gloo (CPU) and NCCL (GPU) both accept.
 
-Like MoCo's ``queue`` buffer, a queue starts filled with random unit vectors (seeded, so every
-worker starts from the same ones); ``fill`` says which share already holds real keys.
+Why a queue starts empty
+------------------------
+MoCo fills its ``queue`` buffer with random unit vectors. A random 128-d unit vector is nearly
+orthogonal to every real key, so against such "negatives" the positive wins at once: at tau 0.2
+with 256 random negatives the loss starts near log(1 + 256 e^-5) = 1.0, far under chance
+(ln 257 = 5.55). As real keys replace them (within K / batch steps), the loss *rises* toward
+chance whether or not anything is learned. That is the climb measured in the demo (L_global
+1.4 -> 5.0 over its first steps, issue 11): an artefact of the initial negatives, not of training.
+So by default (``start="empty"``) only real keys are negatives: ``negatives`` is the filled part
+of the buffer, and the loss starts at its honest value, ln(1 + filled). ``start="random"`` keeps
+MoCo's behaviour (seeded, so every worker starts from the same vectors); ``fill`` says which
+share of the slots holds real keys either way.
 """
 
 from __future__ import annotations
@@ -50,17 +60,29 @@ class KeyQueue:
     keys: (size, dim); ``ptr`` is the next slot to write; ``count`` counts every key ever enqueued.
     """
 
-    def __init__(self, size: int, dim: int, seed: int = 0, device: torch.device | str = "cpu") -> None:
+    def __init__(self, size: int, dim: int, seed: int = 0, device: torch.device | str = "cpu", start: str = "empty") -> None:
         if size <= 0 or dim <= 0:
             raise ValueError(f"queue size and dim must be positive, got size={size} dim={dim}")
+        if start not in ("empty", "random"):
+            raise ValueError(f"queue start {start!r}: expected 'empty' or 'random'")
         g = torch.Generator().manual_seed(seed)
         self.keys = F.normalize(torch.randn(size, dim, generator=g), dim=1).to(device)
+        self.start = start
         self.ptr = 0
         self.count = 0
 
     @property
     def size(self) -> int:
         return int(self.keys.shape[0])
+
+    @property
+    def negatives(self) -> torch.Tensor:
+        """The keys the loss contrasts against: (n, dim). With ``start="empty"`` only the slots
+        real keys have filled (the ring writes slot 0, 1, ... first); all slots once full or with
+        ``start="random"``."""
+        if self.start == "random" or self.count >= self.size:
+            return self.keys
+        return self.keys[: self.count]
 
     @property
     def fill(self) -> float:

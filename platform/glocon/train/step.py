@@ -98,7 +98,7 @@ def forward_losses(
             else:
                 k, dense_k = twin(img_k)
     zero = q.new_zeros((), dtype=torch.float32)
-    L_global = info_nce(q.float(), k.float(), queue_global.keys, tau) if w_global else zero  # Eq. (1)
+    L_global = info_nce(q.float(), k.float(), queue_global.negatives, tau) if w_global else zero  # Eq. (1)
     if w_local:
         pairs = local_patch_pairs(
             batch["labels_q"], batch["labels_k"], tuple(dense_q.shape[-2:]), max_patches, min_patch_area, pooling, generator
@@ -106,7 +106,7 @@ def forward_losses(
         q_p = pooled_patch_vectors(dense_q.float(), pairs.weights_q, pairs.index)  # (N, D)
         with torch.no_grad():
             k_p = pooled_patch_vectors(dense_k.float(), pairs.weights_k, pairs.index)  # positives: same id, other view
-        L_local = info_nce(q_p, k_p, queue_local.keys, tau)  # Eq. (6)
+        L_local = info_nce(q_p, k_p, queue_local.negatives, tau)  # Eq. (6)
         n_patches = pairs.count
     else:
         L_local, k_p, n_patches = zero, k.new_zeros((0, k.shape[1])), 0

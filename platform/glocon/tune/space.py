@@ -144,8 +144,22 @@ class ResourcesConfig(GloconModel):
     max_concurrent_trials: int | None = Field(None, ge=1)  # None: what the cluster can hold at once
 
 
+class ProbeObjective(GloconModel):
+    """``kind: probe``: dense retrieval mIoU (%) of each epoch's export (``glocon.probe``).
+
+    With ``val_shards`` empty the scored images are a held-out share (by key hash) of
+    ``train_shards``: the sweep then never looks at the split the final evaluation uses."""
+
+    train_shards: str = ""  # labelled shards; empty: the base pretraining config's data.shards
+    val_shards: str = ""
+    limit: int | None = 200
+    input_size: int = 160
+    map: Literal["prior", "backbone", "local_head"] = "prior"
+
+
 class ObjectiveConfig(GloconModel):
-    """The downstream score: ``plugin.objective(prior_path, fewshot_cfg)`` at every epoch.
+    """The downstream score at every epoch: ``kind: fewshot`` runs ``plugin.objective(prior_path,
+    fewshot_cfg)``, ``kind: probe`` the dense probe's retrieval mIoU (``ProbeObjective``).
 
     ``config`` is a few-shot config (``glocon.fewshot.runner.FewShotConfig``: data, fold,
     image_size, ``objective.episodes``, the plugin's ``model`` section), as a YAML path or inline;
@@ -153,6 +167,8 @@ class ObjectiveConfig(GloconModel):
     the fold's BASE classes, drawn from images that hold no novel class of that fold.
     """
 
+    kind: Literal["fewshot", "probe"] = "fewshot"
+    probe: ProbeObjective = Field(default_factory=ProbeObjective)
     plugin: str = "proto"
     config: str | dict[str, Any] = Field(default_factory=dict)
     overrides: list[str] = Field(default_factory=list)

@@ -331,7 +331,7 @@ def write_best_config(best: TrialResult, trial_config: dict[str, Any], cfg: Swee
     pcfg = validate_pretrain(data, "best config")
     header = (
         f"# Best trial of sweep {cfg.name!r}: {best.trial_id}\n"
-        f"# {cfg.objective.plugin} objective ({cfg.objective.metric}) = {best.objective:.6f} at epoch {best.epochs_run}"
+        f"# {objective_name(cfg)} objective ({cfg.objective.metric}) = {best.objective:.6f} at epoch {best.epochs_run}"
         f"; contrastive loss = {_cell(best.loss)}\n"
         f"# Run it: python jobs/pretrain.py --config {out_dir / 'best-pretrain.yaml'}\n"
     )
@@ -379,6 +379,10 @@ def _abs(path: str | None) -> str | None:
     if not path or "://" in path:
         return path
     return str(Path(path).expanduser().resolve())
+
+
+def objective_name(cfg: SweepConfig) -> str:
+    return "probe retrieval mIoU" if cfg.objective.kind == "probe" else cfg.objective.plugin
 
 
 def objective_config(cfg: SweepConfig, exp_dir: Path) -> Any:
@@ -453,10 +457,20 @@ def prepare(cfg: SweepConfig) -> tuple[dict[str, Any], Any]:
         data = trial_pretrain_dict(base, flat_params(tune_cfg, cfg.space), cfg.targets)
         set_dotted(data, cfg.targets.num_workers, cfg.resources.workers_per_trial)  # as each trial will
         validate_pretrain(data, f"sweep grid point {tune_cfg} with num_workers={cfg.resources.workers_per_trial}")
+    if cfg.objective.kind == "probe":
+        return base, None
     plugin = load_plugin(cfg.objective.plugin)
     plugin_cfg = objective_config(cfg, cfg.experiment_dir)
     plugin.make_config(plugin_cfg.model, f"objective.config.model ({cfg.objective.plugin})")
     return base, plugin_cfg
+
+
+def probe_objective(cfg: SweepConfig, base: dict[str, Any]) -> dict[str, Any]:
+    """The probe objective's settings with absolute paths (trials run in other working directories)."""
+    p = cfg.objective.probe.model_dump(mode="json")
+    p["train_shards"] = _abs(p["train_shards"] or str(get_dotted(base, "data.shards")))
+    p["val_shards"] = _abs(p["val_shards"]) if p["val_shards"] else ""
+    return p
 
 
 def _grid_points(cfg: SweepConfig) -> list[dict[str, Any]]:
@@ -496,8 +510,13 @@ def run_sweep(cfg: SweepConfig, *, stream: Any = None) -> SweepResults:
         raise ConfigError(f"sweep folder {exp_dir} exists and restore=false: give a new name=... or remove it")
     exp_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(exp_dir / RESOLVED, to_yaml(cfg))
-    atomic_write_text(exp_dir / "objective.resolved.yaml", to_yaml(plugin_cfg))
-    episodes = draw_objective_episodes(plugin_cfg)
+    probe = probe_objective(cfg, base) if plugin_cfg is None else None
+    if plugin_cfg is None:
+        atomic_write_json(exp_dir / "objective.resolved.json", {"kind": "probe", **probe})
+        episodes = None
+    else:
+        atomic_write_text(exp_dir / "objective.resolved.yaml", to_yaml(plugin_cfg))
+        episodes = draw_objective_episodes(plugin_cfg)
 
     setup = TrialSetup(
         base_pretrain=base,
@@ -506,8 +525,9 @@ def run_sweep(cfg: SweepConfig, *, stream: Any = None) -> SweepResults:
         train_storage=str(exp_dir / TRAINS),
         pg_dir=str(exp_dir / "placement_groups"),
         plugin=cfg.objective.plugin,
-        plugin_config=plugin_cfg.model_dump(mode="json"),  # FewShotConfig
+        plugin_config=plugin_cfg.model_dump(mode="json") if plugin_cfg is not None else {},  # FewShotConfig
         metric=cfg.objective.metric,
+        probe=probe,
         workers_per_trial=cfg.resources.workers_per_trial,
         use_gpu=use_gpu,
         cpus_per_worker=cfg.resources.cpus_per_worker,
@@ -572,7 +592,7 @@ def run_sweep(cfg: SweepConfig, *, stream: Any = None) -> SweepResults:
 def write_results(cfg: SweepConfig, base: dict[str, Any], grid: Any, exp_dir: Path, *, restored: bool, concurrency: int, episodes: Path | None = None) -> SweepResults:
     trials = collect(grid, cfg, base)
     best = pick_best(trials)
-    title = f"Sweep {cfg.name}: {cfg.objective.plugin} objective ({cfg.objective.metric}, higher is better)"
+    title = f"Sweep {cfg.name}: {objective_name(cfg)} objective ({cfg.objective.metric}, higher is better)"
     rows = table_rows(trials, cfg, base)
     md, csv_path = write_tables(rows, exp_dir, title, best.trial_id if best else None)
     best_path = None

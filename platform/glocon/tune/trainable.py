@@ -47,6 +47,7 @@ class TrialSetup:
     plugin: str
     plugin_config: dict[str, Any]  # a FewShotConfig as a dict (paths already absolute)
     metric: str = "objective"
+    probe: dict[str, Any] | None = None  # a ProbeObjective (paths absolute) when the objective is the dense probe
     workers_per_trial: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
@@ -74,13 +75,28 @@ class ObjectiveReportCallback(TuneReportCallback):
     the results table count epochs, not the trainer's intermediate step checkpoints.
     """
 
-    def __init__(self, plugin: str, plugin_config: dict[str, Any], metric: str = "objective") -> None:
+    def __init__(self, plugin: str, plugin_config: dict[str, Any], metric: str = "objective", probe: dict[str, Any] | None = None) -> None:
         super().__init__()  # raises outside a Tune session, and grabs the trial's result queue
         self.plugin_name = plugin
         self.plugin_config = plugin_config
         self.metric = metric
+        self.probe = probe
         self._plugin = None
+        self._prober = None
         self._epochs_seen = 0
+
+    def score(self, prior: Path) -> Any:
+        """The objective of one epoch's export: the plugin's, or the dense probe's retrieval mIoU in %."""
+        if self.probe is None:
+            plugin, cfg = self._load()
+            return plugin.objective(str(prior), cfg)
+        from glocon.models.prior import load_prior_extractor
+        from glocon.probe.run import EpochProber
+
+        if self._prober is None:
+            p = self.probe
+            self._prober = EpochProber(p["train_shards"], p["val_shards"], p["limit"], p["input_size"], p["map"])
+        return 100.0 * self._prober(load_prior_extractor(prior))
 
     def _load(self):
         if self._plugin is None:
@@ -96,9 +112,8 @@ class ObjectiveReportCallback(TuneReportCallback):
             prior = find_prior(ckpt_dir)
             if prior is None:
                 return  # a mid-epoch checkpoint: not scored, not forwarded
-            plugin, cfg = self._load()
             t0 = time.perf_counter()
-            raw = plugin.objective(str(prior), cfg)
+            raw = self.score(prior)
             objective_s = time.perf_counter() - t0
         value, bad = sanitize_objective(raw)
         self._epochs_seen += 1
@@ -175,7 +190,7 @@ def pretrain_trial(config: dict[str, Any], setup: TrialSetup) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     pcfg = trial_pretrain_config(config, setup, trial_id)
-    callback = ObjectiveReportCallback(setup.plugin, setup.plugin_config, setup.metric)
+    callback = ObjectiveReportCallback(setup.plugin, setup.plugin_config, setup.metric, setup.probe)
     recorder = PlacementGroupRecorder(str(Path(setup.pg_dir) / f"{trial_id}.txt"))
     trainer = _build_trainer(pcfg, [callback, recorder])
     trainer.fit()

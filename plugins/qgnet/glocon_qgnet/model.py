@@ -26,11 +26,11 @@ from torch import nn
 
 from glocon.config import GloconModel
 from glocon.errors import ConfigError
-from glocon.models.backbones import Backbone, build_backbone
+from glocon.models.backbones import Backbone, build_backbone, dilate_resnet_
 from glocon.models.prior import PriorExtractor, load_prior_extractor
 
 from glocon_qgnet.fem import FEM, PFENET_BINS, PFENET_FEATURE_SIZE
-from glocon_qgnet.region_maps import EPS, category_guider, guided_region_map, k_shot_average, prior_region_map
+from glocon.regionmaps import EPS, category_guider, guided_region_map, k_shot_average, prior_region_map
 
 IGNORE_INDEX = 255
 
@@ -67,32 +67,16 @@ class QGNetConfig(GloconModel):
 
 
 def pfenet_dilate_(backbone: Backbone) -> Backbone:
-    """Dilate a ResNet's layer3 / layer4 in place as PFENet does: every 3x3 conv gets stride 1,
-    dilation (and padding) 2 in layer3 and 4 in layer4, and downsample convs stride 1.
-
-    Works for BasicBlock too (torchvision refuses dilation for resnet18 at build time, but the
-    convs themselves accept it), so resnet18 keeps PFENet's output stride of 8.
-    """
-    for layer, d in (("layer3", 2), ("layer4", 4)):
-        for name, m in backbone.stages[layer].named_modules():
-            if not isinstance(m, nn.Conv2d):
-                continue
-            if m.kernel_size == (3, 3):
-                m.dilation, m.padding, m.stride = (d, d), (d, d), (1, 1)
-            elif "downsample" in name:
-                m.stride = (1, 1)
-    return backbone
+    """Dilate a ResNet's layer3 / layer4 in place as PFENet does (output stride 8); the one rule is
+    the platform's ``dilate_resnet_``, which the prior extractor uses too."""
+    return dilate_resnet_(backbone, 8)
 
 
 def build_feature_extractor(name: str, weights: str | None, dilated: bool) -> Backbone:
     """Frozen feature extractor F: stages layer1..layer4, eval mode, no gradients."""
-    if name.startswith("resnet"):
-        backbone = build_backbone(name, dilated=False, weights=weights)
-        if dilated:
-            pfenet_dilate_(backbone)
-    else:  # vgg16_bn drops the pools of layer3/4 (PFENet's VGG layout keeps stride 8);
-        # efficientnet_lite0 dilates its last stages itself (timm output_stride=8)
-        backbone = build_backbone(name, dilated=dilated, weights=weights)
+    # resnets dilate by PFENet's rule, vgg16_bn drops the pools of layer3/4, efficientnet_lite0
+    # dilates its last stages itself (timm output_stride=8): all inside build_backbone
+    backbone = build_backbone(name, dilated=dilated, weights=weights)
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)

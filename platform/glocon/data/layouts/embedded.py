@@ -18,7 +18,12 @@ because the boundaries here are exact.
 
 Everything is deterministic from ``embedded.seed``: the class plan comes from
 ``default_rng(seed)`` and image i from ``default_rng([seed, i])``, so any image can be
-re-rendered alone. Images (PNG, lossless) and masks (8-bit PNG) are written atomically to
+re-rendered alone. ``data.split`` picks one of two disjoint image sets drawn the same way:
+``train`` (keys ``embedded/NNNNNN``) and ``val`` (keys ``embedded-val/NNNNNN``, from the streams
+``[seed, VAL_STREAM]`` and ``[seed, VAL_STREAM, i]``), so that pretraining and few-shot fit can
+see one set and evaluation the other, as the real benchmarks' train / val splits do.
+
+Images (PNG, lossless) and masks (8-bit PNG) are written atomically to
 ``<cache>/embedded-<hash>/`` (cache: ``embedded.cache_dir``, else ``$GLOCON_CACHE``, else
 ``runs/cache``), keyed by a hash of everything that changes the pixels, and reused when
 ``index.json`` (written last) and every file are present.
@@ -56,6 +61,9 @@ GENERATOR_VERSION = 1
 NUM_CLASSES = 20
 N_FOLDS = 4
 SHOTS_NEEDED = 6  # a 5-shot episode needs 5 support images + 1 query of the class
+SPLITS = ("train", "val")
+VAL_STREAM = 1_000_003  # the val split's images come from random streams no train image uses
+KEY_PREFIX = {"train": "embedded", "val": "embedded-val"}
 SHAPES = ("ellipse", "rectangle", "triangle", "star", "cross")
 TEXTURES = ("stripes", "checker", "dots", "blotches")
 # Hue (degrees) of each texture family; instances jitter it by +-20 degrees.
@@ -121,10 +129,18 @@ class Spec:
     ignore_border: int
     backgrounds: tuple[str, ...]
     version: int = GENERATOR_VERSION
+    split: str = "train"
 
     def digest(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode("utf-8")
+        fields = asdict(self)
+        if fields["split"] == "train":
+            del fields["split"]  # train data keeps the digest it had before splits existed
+        blob = json.dumps(fields, sort_keys=True).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def stream(self, *index: int) -> list[int]:
+        """The random stream of the class plan (no index) or of image ``index``, for this split."""
+        return [self.seed, *([VAL_STREAM] if self.split == "val" else []), *index]
 
 
 def spec_from(cfg) -> Spec:
@@ -142,6 +158,8 @@ def spec_from(cfg) -> Spec:
         raise ConfigError(f"embedded.object_area: expected 0 < min <= max <= 0.5, got {list(e.object_area)}")
     if e.ignore_border < 0:
         raise ConfigError(f"embedded.ignore_border: expected >= 0, got {e.ignore_border}")
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"data.split: the embedded layout has the splits {list(SPLITS)}, got {cfg.split!r}")
     area = float(e.size * e.size)
     # An unoccluded object should count for its image (PFENet's min-pixels rule), as far as it fits.
     floor = min(1.2 * cfg.min_class_pixels, 0.3 * area)
@@ -155,6 +173,7 @@ def spec_from(cfg) -> Spec:
         area_px=(round(px_lo, 3), round(px_hi, 3)),
         ignore_border=e.ignore_border,
         backgrounds=tuple(name for name, _ in _backgrounds()),
+        split=cfg.split,
     )
 
 
@@ -381,7 +400,7 @@ class Rendered:
 def plan_classes(spec: Spec) -> list[list[int]]:
     """Class ids per image, in drawing order. Balanced: a stream of shuffled 1..20 blocks is cut
     into images, so every class gets ~(total objects / 20) objects."""
-    rng = np.random.default_rng(spec.seed)
+    rng = np.random.default_rng(spec.stream() if spec.split != "train" else spec.seed)
     lo, hi = spec.objects_per_image
     counts = rng.integers(lo, hi + 1, size=spec.n_images)
     total = int(counts.sum())
@@ -406,7 +425,7 @@ def render(index: int, spec: Spec, classes: list[int] | None = None) -> Rendered
     """Image ``index`` of the data set, exactly as written to the cache."""
     if classes is None:
         classes = plan_classes(spec)[index]
-    rng = np.random.default_rng([spec.seed, index])
+    rng = np.random.default_rng(spec.stream(index))
     bg = background(rng, spec.size)
     image, mask = bg.copy(), np.zeros((spec.size, spec.size), dtype=np.uint8)
     objects: list[EmbeddedObject] = []
@@ -467,7 +486,7 @@ def generate(cfg, progress=None) -> tuple[Path, dict]:
             atomic_write_bytes(folder / mask_rel, _png(out.mask))
         items.append(
             {
-                "key": f"embedded/{_name(i)}",
+                "key": f"{KEY_PREFIX[spec.split]}/{_name(i)}",
                 "image": img_rel,
                 "mask": mask_rel,
                 "classes": {str(k): v for k, v in class_pixels(out.mask).items()},
