@@ -11,14 +11,17 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_variant_shares_the_episode_files_and_only_the_ablation_differs(monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)
     cfg = load_config(DemoConfig, REPO / "configs" / "demo.yaml")
-    built = {v: _fewshot_cfg(cfg, tmp_path, v, str(tmp_path / "prior.pt")) for v in VARIANTS}
+    priors = {"pretrained": str(tmp_path / "prior.pt"), "untrained": str(tmp_path / "untrained.pt"), None: None}
+    built = {v: _fewshot_cfg(cfg, tmp_path, v, priors[VARIANTS[v][2]]) for v in VARIANTS}
     assert {c.episodes_dir for c in built.values()} == {str(tmp_path / "episodes")}
-    assert {c.prior for c in built.values()} == {str(tmp_path / "prior.pt")}
+    assert {c.prior for v, c in built.items() if VARIANTS[v][2] == "pretrained"} == {str(tmp_path / "prior.pt")}
+    assert built["qgnet-untrained-prior"].prior == str(tmp_path / "untrained.pt") and built["proto-imagenet"].prior is None
+    assert built["qgnet-untrained-prior"].model == built["qgnet"].model  # the control differs only in its prior
     assert built["qgnet"].model.get("use_prior_map", True) is True
     assert built["qgnet-no-prior"].model["use_prior_map"] is False
     assert {k: v for k, v in built["qgnet"].model.items()} == {k: v for k, v in built["qgnet-no-prior"].model.items() if k != "use_prior_map"}
-    assert "backbone" not in built["proto"].model  # QGNet's model keys never reach the proto config
-    assert built["qgnet"].eval.out_dir != built["proto"].eval.out_dir
+    assert "use_prior_map" not in built["proto-prior"].model  # QGNet's model keys never reach the proto config
+    assert built["qgnet"].eval.out_dir != built["proto-prior"].eval.out_dir
 
 
 def test_results_table_prints_percentages_per_model_and_shot():

@@ -26,7 +26,7 @@ def _toy_cfg(tmp_path: Path, **fit_kw) -> dict:
         "data": {"folds": [0], "novel_classes": [4]},
         "image_size": 64,
         "episodes_dir": str(tmp_path / "episodes"),
-        "fit": {"steps": 8, "checkpoint_every": 4, "storage_path": str(tmp_path / "runs"), "name": "toy", "lr": 0.05, **fit_kw},
+        "fit": {"steps": 8, "checkpoint_every": 4, "storage_path": str(tmp_path / "runs"), "name": "toy", "lr": 0.005, "shots": [1], **fit_kw},
         "eval": {"episodes": 12, "out_dir": str(tmp_path / "eval"), "n_figure_episodes": 2},
     }
 
@@ -53,7 +53,7 @@ def test_fit_under_ray_lowers_the_loss_and_a_resumed_run_equals_an_uninterrupted
     plugin = TinyPlugin()
     whole = FewShotConfig.model_validate(_toy_cfg(tmp_path, name="whole"))
     summary = fit(plugin, whole, source=source)
-    info = summary["folds"][0]
+    info = summary["folds"][0][1]
     assert info["complete"] and info["step"] == 8
 
     # the loss on held-out training episodes is lower after fitting than at the same initialisation
@@ -68,9 +68,9 @@ def test_fit_under_ray_lowers_the_loss_and_a_resumed_run_equals_an_uninterrupted
     # stopped at step 4, then rerun with the same name: resumes from the checkpoint, same weights
     part = copy.deepcopy(_toy_cfg(tmp_path, name="resumed"))
     part["fit"]["stop_at_step"] = 4
-    first = fit(plugin, FewShotConfig.model_validate(part), source=source)["folds"][0]
+    first = fit(plugin, FewShotConfig.model_validate(part), source=source)["folds"][0][1]
     assert not first["complete"] and first["model"] is None and first["step"] == 4
-    second = fit(plugin, FewShotConfig.model_validate(_toy_cfg(tmp_path, name="resumed")), source=source)["folds"][0]
+    second = fit(plugin, FewShotConfig.model_validate(_toy_cfg(tmp_path, name="resumed")), source=source)["folds"][0][1]
     assert second["complete"] and second["resumed_from_step"] == 4
     a = load_model_file(Path(info["model"]), plugin, 0)["state"]
     b = load_model_file(Path(second["model"]), plugin, 0)["state"]
@@ -81,7 +81,7 @@ def test_fit_under_ray_lowers_the_loss_and_a_resumed_run_equals_an_uninterrupted
     killed = copy.deepcopy(_toy_cfg(tmp_path, name="killed"))
     marker = tmp_path / "killed.marker"
     killed["fit"].update(max_failures=1, fault={"kill_at_step": 4, "kill_rank": 0, "marker": str(marker)})
-    third = fit(plugin, FewShotConfig.model_validate(killed), source=source)["folds"][0]
+    third = fit(plugin, FewShotConfig.model_validate(killed), source=source)["folds"][0][1]
     assert marker.is_file() and "at step 4" in marker.read_text()  # the worker really died
     assert third["complete"] and third["starts"] == [0, 4], third["starts"]  # restarted from the checkpoint, not from 0
     c = load_model_file(Path(third["model"]), plugin, 0)["state"]
@@ -91,18 +91,18 @@ def test_fit_under_ray_lowers_the_loss_and_a_resumed_run_equals_an_uninterrupted
     # damaged file, resumes from the newest good one (step 4) and still ends with the same weights
     part = copy.deepcopy(_toy_cfg(tmp_path, name="truncated"))
     part["fit"]["stop_at_step"] = 6
-    stopped = fit(plugin, FewShotConfig.model_validate(part), source=source)["folds"][0]
+    stopped = fit(plugin, FewShotConfig.model_validate(part), source=source)["folds"][0][1]
     latest = Path(stopped["checkpoint"]) / "state.pt"
     assert stopped["step"] == 6 and latest.parent.name.endswith("06")
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
-    resumed = fit(plugin, FewShotConfig.model_validate(_toy_cfg(tmp_path, name="truncated")), source=source)["folds"][0]
+    resumed = fit(plugin, FewShotConfig.model_validate(_toy_cfg(tmp_path, name="truncated")), source=source)["folds"][0][1]
     assert resumed["complete"] and resumed["resumed_from_step"] == 4, resumed["starts"]
     d = load_model_file(Path(resumed["model"]), plugin, 0)["state"]
     assert all(torch.equal(a[k], d[k]) for k in a)
 
     # and the trained weights are what evaluation loads by default
     results = evaluate(plugin, whole, source=source)
-    assert results["weights"]["0"] == info["model"]
+    assert results["weights"]["0"]["1"] == results["weights"]["0"]["5"] == info["model"]  # one 1-shot model scores both (HSNet's protocol)
     assert (tmp_path / "eval" / "results.md").is_file() and (tmp_path / "eval" / "fig5-fold0-1shot.png").is_file()
 
 
@@ -137,7 +137,7 @@ def test_qgnet_few_fit_steps_lower_the_loss_on_embedded_like_data(tmp_path):
     save_export(PriorExtractor(PriorArch(backbone="resnet18")), prior)
     source = MemorySource(toy_items(n_per_class=7), min_pixels=64)
     cfg = FewShotConfig.model_validate(
-        {**_toy_cfg(tmp_path), "plugin": "qgnet", "prior": str(prior), "model": {"backbone": "resnet18", "dilated": False}, "fit": {"steps": 6, "lr": 0.1}}
+        {**_toy_cfg(tmp_path), "plugin": "qgnet", "prior": str(prior), "model": {"backbone": "resnet18", "dilated": False}, "fit": {"steps": 6, "lr": 0.01}}
     )
     torch.manual_seed(cfg.seed)
     model = build(qgnet, cfg)
@@ -190,7 +190,7 @@ def test_eval_on_coco128_shards_runs_and_is_reproducible_bit_for_bit(coco128_sha
                 "plugin": "proto", "prior": str(prior), "image_size": 96, "device": "cpu",
                 "data": {"shards": coco128_shards, "benchmark": "coco", "folds": [0]},
                 "episodes_dir": str(tmp_path / "episodes"),
-                "eval": {"episodes": 8, "shots": [1, 5], "out_dir": str(tmp_path / out), "n_figure_episodes": 2},
+                "eval": {"episodes": 8, "shots": [1, 5], "seeds": 1, "out_dir": str(tmp_path / out), "n_figure_episodes": 2},
             }
         )  # fmt: skip
 

@@ -98,7 +98,7 @@ def test_retrieval_memory_size_draws_a_seeded_subset():
 
 def test_linear_probe_with_one_hot_features_scores_near_one_and_random_features_near_chance():
     train, val = toy_masks(40, 0, stripes=True), toy_masks(10, 1, stripes=True)
-    s = linear.LinearSettings(epochs=60, lr=5e-2, batch_size=8, label_size=16)
+    s = linear.LinearSettings(epochs=60, lr=5e-2, batch_size=8)
     good, _ = linear.linear_probe_miou(one_hot_features(train), train, one_hot_features(val), val, C, seed=0, s=s)
     rng = np.random.default_rng(0)
     bad, _ = linear.linear_probe_miou(rng.normal(size=(40, 32, *GRID)).astype(np.float32), train, rng.normal(size=(10, 32, *GRID)).astype(np.float32), val, C, seed=0, s=s)
@@ -109,7 +109,7 @@ def test_linear_probe_with_one_hot_features_scores_near_one_and_random_features_
 def test_linear_probe_takes_no_step_from_ignored_pixels():
     train = toy_masks(8, 0)
     x = one_hot_features(train)
-    s = linear.LinearSettings(epochs=3, lr=5e-2, weight_decay=0.0, batch_size=4, label_size=16)
+    s = linear.LinearSettings(epochs=3, lr=5e-2, weight_decay=0.0, batch_size=4)
     head, _ = linear.train_linear(x, [np.full_like(m, 255) for m in train], C, seed=3, s=s)
     torch.manual_seed(3)
     fresh = torch.nn.Conv2d(C, C, kernel_size=1)
@@ -198,3 +198,76 @@ def test_prior_map_alignment_recovers_a_linear_map_between_widths():
     bridge = (prior.transpose(0, 2, 3, 1) @ true + 0.5).transpose(0, 3, 1, 2).copy()
     w = priormap.fit_alignment(prior, bridge, ridge=1e-9)
     assert np.allclose(priormap.apply_alignment(prior, w), bridge, atol=1e-3)
+
+
+# -- the job on tiny shards -------------------------------------------------------------------
+def _embedded_shards(root: Path, split: str, n: int) -> Path:
+    """Shards of the embedded layout written in-process (no Ray), through the writer's own sample code."""
+    import warnings
+
+    from glocon.data.layouts import LayoutConfig, open_layout
+    from glocon.data.shards import BuildSpec, ShardsConfig, make_sample
+    from shard_writer import write_sample_shards
+
+    data = LayoutConfig(layout="embedded", split=split, min_class_pixels=64, embedded={"n_images": n, "size": 64, "cache_dir": str(root / "cache")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few images: the 5-shot coverage warning is expected
+        records = open_layout(data)
+    spec = BuildSpec.from_config(ShardsConfig(data=data, out_dir=str(root), longest_side=64, superpixels={"slic": {"n_segments": 16}}))
+    samples = [make_sample(r, spec) for r in records]
+    folder = root / f"shards-{split}"
+    write_sample_shards(folder, samples, per_shard=8, prefix=split, classes={})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from glocon.models.prior import PriorArch, PriorExtractor, save_export
+    from glocon.io import atomic_write_json
+
+    root = tmp_path_factory.mktemp("probe")
+    train, val = _embedded_shards(root, "train", 16), _embedded_shards(root, "val", 8)
+    run = root / "pretrain" / "run"
+    torch.manual_seed(0)
+    model = PriorExtractor(PriorArch(backbone="resnet18", output_stride=16, proj_dim=16))
+    for epoch in range(2):  # a fake run's per-epoch exports, laid out as the pretraining loop writes them
+        save_export(model, run / "epochs" / f"epoch-{epoch:04d}" / "prior.pt", extra={"epoch": epoch})
+        atomic_write_json(run / "epochs" / f"epoch-{epoch:04d}" / "metrics.json", {"epoch": epoch, "epoch_end": True})
+    return {"train": train, "val": val, "run": run, "export": run / "epochs" / "epoch-0001" / "prior.pt", "root": root}
+
+
+@pytest.mark.slow
+def test_probe_job_scores_every_prior_and_epoch_and_writes_its_table_and_plot(tiny, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe_job", Path(__file__).resolve().parents[1] / "jobs" / "probe.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    out = tiny["root"] / "out"
+    code = job.main([
+        f"train_shards={tiny['train']}", f"val_shards={tiny['val']}", f"out={out}", f"run={tiny['run']}", "input_size=64",
+        f"priors.pretrained={tiny['export']}", f"priors.untrained=random:{tiny['export']}", "seeds=[0,1]", "linear.epochs=2",
+        "purity.per_class=5",
+    ])  # fmt: skip
+    assert code == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["priors"]) == {"pretrained", "untrained", "epoch 0", "epoch 1", "epoch 2"}
+    assert res["train_images"] == 16 and res["val_images"] == 8 and res["n_classes"] <= 21
+    untrained, pretrained = res["priors"]["untrained"], res["priors"]["pretrained"]
+    assert untrained["seeded_weights"] and untrained["retrieval_miou"]["n"] == 2  # the untrained weights change with the seed
+    assert not pretrained["seeded_weights"]
+    assert res["priors"]["epoch 2"]["retrieval_miou"] == pretrained["retrieval_miou"]  # the same export, the same score
+    assert 0 <= pretrained["prior_map_auroc"]["mean"] <= 1 and pretrained["prior_map"]["direction"] in ("low on objects", "high on objects")
+    assert (out / "probe-vs-epoch.png").stat().st_size > 1000
+    table = (out / "results.md").read_text()
+    assert "| untrained |" in table and "retrieval mIoU" in table and table in capsys.readouterr().out
+
+
+def test_probe_job_refuses_shared_keys_between_train_and_val(tiny, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe_job", Path(__file__).resolve().parents[1] / "jobs" / "probe.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    code = job.main([f"train_shards={tiny['train']}", f"val_shards={tiny['train']}", f"priors.a={tiny['export']}", f"out={tiny['root'] / 'x'}"])
+    assert code == 2 and "in both train_shards and val_shards" in capsys.readouterr().err

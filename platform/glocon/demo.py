@@ -31,6 +31,7 @@ class DemoConfig(GloconModel):
     # the held-out split the probe (and few-shot evaluation) scores on: the layout's val split
     # (embedded: val, COCO: val2017, VOC: val); None: no val split (the probe holds out a share of the train keys)
     val_split: str | None = "val"
+    val_images: int | None = 200  # embedded layout: how many val images to generate (None: as many as train)
     probe_config: str = "configs/probe-demo.yaml"
     # transductive: pretraining also sees the val images (the paper's "all the images"); the default is inductive
     transductive: bool = False
@@ -55,7 +56,12 @@ def stage_shards(cfg: DemoConfig, out: Path, split: str | None = None) -> StageR
 
     folder = out / ("shards" if split is None else f"shards-{split}")
     scfg = load_config(ShardsConfig, cfg.shards_config, _ov(cfg, "shards", f"out_dir={folder}"))
-    scfg = scfg.model_copy(update={"data": cfg.data if split is None else cfg.data.model_copy(update={"split": split})})
+    data = cfg.data
+    if split is not None:
+        data = data.model_copy(update={"split": split})
+        if data.layout == "embedded" and cfg.val_images:
+            data = data.model_copy(update={"embedded": data.embedded.model_copy(update={"n_images": cfg.val_images})})
+    scfg = scfg.model_copy(update={"data": data})
 
     def run() -> dict[str, Any]:
         manifest = make_shards(scfg)
@@ -189,28 +195,45 @@ def _object_point(sample: Any) -> tuple[int, int]:
     return (int(xs[order[mid]]), int(ys[order[mid]]))
 
 
-VARIANTS = {
-    # name: (plugin, model overrides, trained?)
-    "qgnet": ("qgnet", [], True),
-    "qgnet-no-prior": ("qgnet", ["model.use_prior_map=false"], True),
-    "proto": ("proto", [], False),
-    # the training-free baseline on the same ImageNet features QGNet's F sees (demo.yaml's qgnet F)
+# name: (plugin, model overrides, which prior: "pretrained" | "untrained" | None for none).
+# Every row reads the same episode files. The controls: QGNet with the prior map off (fewer trained
+# layers too), QGNet with an untrained prior of the same architecture (same layers, no pretraining),
+# and the training-free prototype on F's own ImageNet features and on the prior's, both read at
+# stride 8 so that they compare at one feature resolution (issue 12).
+VARIANTS: dict[str, tuple[str, list[str], str | None]] = {
+    "qgnet": ("qgnet", [], "pretrained"),
+    "qgnet-no-prior": ("qgnet", ["model.use_prior_map=false"], "pretrained"),
+    "qgnet-untrained-prior": ("qgnet", [], "untrained"),
     "proto-imagenet": (
         "proto",
-        ["model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.dilated=false"],
-        False,
+        ["model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.output_stride=8"],
+        None,
     ),
+    "proto-prior": ("proto", ["model.output_stride=8"], "pretrained"),
 }
 
 
-def _fewshot_cfg(cfg: DemoConfig, out: Path, variant: str, prior: str) -> Any:
+def stage_untrained_prior(cfg: DemoConfig, out: Path, prior: StageResult) -> StageResult:
+    """The untrained-prior control: the pretrained prior's architecture at random init, as an export."""
+    from glocon.models.prior import PriorArch, read_export, save_untrained_export
+
+    path = out / "pretrain" / "untrained.pt"
+
+    def run() -> dict[str, Any]:
+        save_untrained_export(PriorArch.model_validate(read_export(prior.outputs["prior"])["arch"]), path, seed=0)
+        return {"outputs": {"prior": path}}
+
+    return run_stage(out, "untrained-prior", {"prior": sha256_file(prior.outputs["prior"])}, run)
+
+
+def _fewshot_cfg(cfg: DemoConfig, out: Path, variant: str, prior: str | None, val: StageResult | None = None) -> Any:
     from glocon.fewshot.runner import FewShotConfig
 
     plugin, extra, _ = VARIANTS[variant]
     benchmark = BENCHMARK[cfg.data.layout]
     base = [
         f"plugin={plugin}",
-        f"prior={prior}",
+        f"prior={prior}" if prior else "prior=null",
         f"data.shards={out / 'shards'}",
         f"data.benchmark={benchmark}",
         f"data.folds={json.dumps(cfg.folds)}",
@@ -219,27 +242,34 @@ def _fewshot_cfg(cfg: DemoConfig, out: Path, variant: str, prior: str) -> Any:
         f"fit.name={variant}",
         f"eval.out_dir={out / 'eval' / variant}",
     ]
+    if val is not None:
+        base.append(f"eval.shards={Path(val.outputs['manifest']).parent}")
     if plugin != "qgnet":
         base.append("model={}")  # the fewshot config's model section is QGNet's
     return load_config(FewShotConfig, cfg.fewshot_config, [*_ov(cfg, "fewshot", *base), *cfg.overrides.get(plugin, []), *extra])
 
 
-def stage_fewshot(cfg: DemoConfig, out: Path, shards: StageResult, prior: StageResult, variant: str) -> StageResult:
+def stage_fewshot(cfg: DemoConfig, out: Path, shards: StageResult, val: StageResult | None, priors: dict[str, StageResult], variant: str) -> StageResult:
     from glocon.fewshot import runner
     from glocon.plugins import load_plugin
 
-    fcfg = _fewshot_cfg(cfg, out, variant, prior.outputs["prior"])
+    which = VARIANTS[variant][2]
+    prior = str(priors[which].outputs["prior"]) if which else None
+    fcfg = _fewshot_cfg(cfg, out, variant, prior, val)
     plugin = load_plugin(VARIANTS[variant][0])
 
     def run() -> dict[str, Any]:
         info: dict[str, Any] = {}
-        if VARIANTS[variant][2]:
+        if plugin.trainable:
             fit = runner.fit(plugin, fcfg)
             info["fit"] = {k: v for k, v in fit.items() if isinstance(v, (int, float, str))}
         results = runner.evaluate(plugin, fcfg)
         return {"outputs": {"results": Path(fcfg.eval.out_dir) / "results.json"}, "mean": results["mean"]}
 
-    deps = {"cfg": fcfg.model_dump(mode="json"), "prior": sha256_file(prior.outputs["prior"]), "manifest": sha256_file(shards.outputs["manifest"])}
+    deps = {
+        "cfg": fcfg.model_dump(mode="json"), "prior": sha256_file(prior) if prior else None,
+        "manifest": sha256_file(shards.outputs["manifest"]), "val": sha256_file(val.outputs["manifest"]) if val else None,
+    }  # fmt: skip
     return run_stage(out, f"fewshot-{variant}", deps, run)
 
 
@@ -252,8 +282,30 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
         cells = []
         for k in shots:
             m = r["mean"].get(str(k), {})
-            cells += [f"{100 * m['miou']:.1f}" if "miou" in m else "-", f"{100 * m['fb_iou']:.1f}" if "fb_iou" in m else "-"]
+            miou = f"{100 * m['miou']:.1f}" if "miou" in m else "-"
+            if m.get("miou_std"):
+                miou += f" ± {100 * m['miou_std']:.1f}"
+            if "miou_ci" in m:
+                miou += f" [{100 * m['miou_ci'][0]:.1f}, {100 * m['miou_ci'][1]:.1f}]"
+            cells += [miou, f"{100 * m['fb_iou']:.1f}" if "fb_iou" in m else "-"]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+# the paired comparisons the report makes: (A, B) on the same episode files
+COMPARISONS = (("qgnet", "proto-imagenet"), ("qgnet", "qgnet-no-prior"), ("qgnet", "qgnet-untrained-prior"))
+
+
+def comparisons_table(by: dict[str, StageResult]) -> str:
+    from glocon.fewshot.evaluate import compare
+
+    rows = ["| A - B | " + " | ".join(f"{k}-shot mIoU difference [95% paired-bootstrap CI]" for k in ("1", "5")) + " |", "|---|---|---|"]
+    for a, b in COMPARISONS:
+        if f"fewshot-{a}" not in by or f"fewshot-{b}" not in by:
+            continue
+        r = compare(Path(by[f"fewshot-{a}"].outputs["results"]).parent, Path(by[f"fewshot-{b}"].outputs["results"]).parent)["shots"]
+        cells = [f"{100 * r[k]['difference']:+.1f} [{100 * r[k]['ci_low']:+.1f}, {100 * r[k]['ci_high']:+.1f}]" if k in r else "-" for k in ("1", "5")]
+        rows.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -276,6 +328,10 @@ def write_report(out: Path, cfg: DemoConfig, stages: list[StageResult]) -> Path:
         "## Few-shot results (novel classes, same episodes for every model)",
         "",
         results_table(results) if results else "(no few-shot results)",
+        "",
+        "mIoU in %: mean ± std over the episode seeds [95% bootstrap CI]. Paired differences on the same episodes:",
+        "",
+        comparisons_table(by) if results else "",
         "",
         "Per-fold and per-class tables: " + ", ".join(f"[{n}]({rel(Path(by[f'fewshot-{n}'].outputs['results']).with_suffix('.md'))})" for n in results),
         "",
@@ -318,8 +374,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     prior = note(stage_pretrain(cfg, out, shards, val))
     note(stage_probe(cfg, out, shards, val, prior))
     note(stage_bank(cfg, out, shards, prior))
+    priors = {"pretrained": prior, "untrained": note(stage_untrained_prior(cfg, out, prior))}
     for variant in VARIANTS:
-        note(stage_fewshot(cfg, out, shards, prior, variant))
+        note(stage_fewshot(cfg, out, shards, val, priors, variant))
     report = write_report(out, cfg, stages)
     wall = time.perf_counter() - t0
     timing = {"wall_s": wall, "stages": {s.name: {"wall_s": s.wall_s, "reused": s.reused} for s in stages}}

@@ -21,7 +21,7 @@ from torch import nn
 from glocon.config import GloconModel
 from glocon.errors import ConfigError
 from glocon.models.backbones import build_backbone
-from glocon.models.prior import PriorExtractor, load_prior_extractor
+from glocon.models.prior import PriorExtractor, load_prior_extractor, with_output_stride
 from glocon.plugins import Plugin
 
 IGNORE_INDEX = 255
@@ -36,6 +36,9 @@ class ProtoConfig(GloconModel):
     backbone: str = "resnet50"  # source="backbone" only
     backbone_weights: str | None = None  # local file or package:<name>; None = random init
     dilated: bool = False
+    # the stride features are read at, for source="prior" too (a prior's weights read at another
+    # stride, glocon.models.prior.with_output_stride): baselines compared at one feature resolution
+    output_stride: int | None = None
     mode: Literal["threshold", "fg_bg"] = "threshold"
     normalize: bool = True  # min-max normalise the cosine map per query (as Eq. 12) before thresholding
     threshold: float = 0.5  # foreground where the (normalised) cosine exceeds it
@@ -80,12 +83,12 @@ class ProtoSegmenter(nn.Module):
                 if not cfg.prior_path:
                     raise ConfigError("proto: source='prior' needs a prior extractor (give one to build_model or set prior_path)")
                 prior = load_prior_extractor(cfg.prior_path)
-            self.prior = prior
+            self.prior = with_output_stride(prior, cfg.output_stride)
             module: nn.Module = prior
         else:
             if cfg.layer in ("prior_features", "local_head"):
                 raise ConfigError(f"proto: layer={cfg.layer!r} needs source='prior'; a backbone offers layer2, layer3, layer4")
-            self.backbone = build_backbone(cfg.backbone, cfg.dilated, cfg.backbone_weights)
+            self.backbone = build_backbone(cfg.backbone, cfg.dilated, cfg.backbone_weights, cfg.output_stride)
             module = self.backbone
         module.eval()
         for p in module.parameters():

@@ -43,6 +43,16 @@ class ShardEpisodeSource:
         self.class_index = {c: sorted(ks) for c, ks in sorted(merged.items())}
         self._classes: dict[str, dict[int, int]] = {}
 
+    def digest(self) -> str:
+        """sha256 over every shard's sha256 in the manifests: what episode files and the fit cache are keyed by."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for index in self.indexes:
+            for entry in index.manifest.shards:
+                h.update(entry.sha256.encode())
+        return h.hexdigest()[:20]
+
     def _index_of(self, key: str) -> Any:
         for index in self.indexes:
             if key in index:
@@ -164,15 +174,21 @@ def stack_eval(batch: Sequence[EvalEpisode]) -> tuple[torch.Tensor, torch.Tensor
 
 class TrainEpisodes(Dataset):
     """Map-style dataset over training episode *indices*: item ``i`` is fully determined by
-    (seed, i), so DataLoader workers and resumed runs see the same augmented episodes."""
+    (seed, i), so DataLoader workers and resumed runs see the same augmented episodes.
 
-    def __init__(self, source: Any, sampler: Any, size: int, seed: int, indices: Sequence[int], scale: tuple[float, float] = (0.9, 1.1)) -> None:
+    With ``views`` each image only ever appears as one of its ``views`` fixed augmented views
+    (``glocon.fewshot.cache``): the very inputs the fit cache stores features of."""
+
+    def __init__(
+        self, source: Any, sampler: Any, size: int, seed: int, indices: Sequence[int], scale: tuple[float, float] = (0.9, 1.1), views: int | None = None
+    ) -> None:
         self.source = source
         self.sampler = sampler
         self.size = size
         self.seed = seed
         self.indices = list(indices)
         self.scale = scale
+        self.views = views
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -180,6 +196,11 @@ class TrainEpisodes(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         index = self.indices[i]
         episode = self.sampler(index)
+        if self.views is not None:
+            from glocon.fewshot.cache import ViewSpec, episode_tensors, view_of
+
+            spec = ViewSpec(self.size, tuple(self.scale), self.views, self.seed)
+            return {**episode_tensors(lambda key, v: view_of(self.source.get(key), v, spec), episode, self.seed, index, self.views), "index": torch.tensor(index)}
         rng = np.random.default_rng([self.seed, index])
         q = self.source.get(episode.query)
         q_img, q_lab = train_augment(q.image, episode_label(q, episode.cls), self.size, rng, self.scale)

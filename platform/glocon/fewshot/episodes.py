@@ -84,6 +84,10 @@ class EpisodeSet:
     episodes: list[Episode]
     source_digest: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # what the file was drawn from, checked on reuse: the fold's class split and the shards' sha256
+    base: list[int] | None = None
+    novel: list[int] | None = None
+    shards_sha256: str = ""
 
     def header(self) -> dict[str, Any]:
         h = asdict(self)
@@ -220,6 +224,7 @@ def build_episodes(
     base: Sequence[int],
     novel: Sequence[int],
     image_classes: Mapping[str, set[int]] | None = None,
+    shards_sha256: str = "",
 ) -> EpisodeSet:
     """Draw ``n_episodes`` K-shot episodes of a fold in a mode (see the module docstring)."""
     if shots < 1:
@@ -248,6 +253,9 @@ def build_episodes(
         episodes=episodes,
         source_digest=pool_digest(pool),
         extra={"excluded_classes": sorted(int(c) for c in exclude), "skipped_classes": sorted(set(int(c) for c in draw) - set(pool))},
+        base=sorted(int(c) for c in base),
+        novel=sorted(int(c) for c in novel),
+        shards_sha256=shards_sha256,
     )
 
 
@@ -286,6 +294,9 @@ def load_episodes(path: str | os.PathLike) -> EpisodeSet:
             episodes=eps,
             source_digest=str(h.get("source_digest", "")),
             extra=dict(h.get("extra", {})),
+            base=[int(c) for c in h["base"]] if h.get("base") is not None else None,
+            novel=[int(c) for c in h["novel"]] if h.get("novel") is not None else None,
+            shards_sha256=str(h.get("shards_sha256", "")),
         )
     except DataError:
         raise
@@ -356,15 +367,19 @@ def episodes_for(
     path = episode_file(directory, benchmark, fold, mode, shots, seed, n_episodes)
     _, exclude = mode_classes(mode, base, novel)
     img_cls = source_image_classes(source) if exclude else None
-    # what a reused file's header must say is exactly what a new file would be drawn with
+    # what a reused file's header must say is exactly what a new file would be drawn with: the
+    # parameters, the fold's class split (a changed novel_classes must not reuse old episodes) and
+    # the shards they come from (when the source can say, e.g. shard manifests)
     header = {"benchmark": benchmark, "fold": fold, "mode": mode, "shots": shots, "seed": seed, "n_episodes": n_episodes}
+    digest = getattr(source, "digest", None)
+    provenance = {"novel": sorted(int(c) for c in novel), "base": sorted(int(c) for c in base), "shards_sha256": digest() if callable(digest) else ""}
     if path.is_file():
         es = load_episodes(path)
         validate_episodes(
-            es, path, expect=header, class_index=source.class_index, forbidden_classes=exclude, image_classes=img_cls
+            es, path, expect={**header, **provenance}, class_index=source.class_index, forbidden_classes=exclude, image_classes=img_cls
         )
         return es, path, True
-    es = build_episodes(source.class_index, **header, base=base, novel=novel, image_classes=img_cls)
+    es = build_episodes(source.class_index, **header, base=base, novel=novel, image_classes=img_cls, shards_sha256=provenance["shards_sha256"])
     save_episodes(es, path)
     return es, path, False
 

@@ -8,6 +8,7 @@ normalises inside, so padding with 0 here is black, as in PFENet's ``test_Resize
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -119,6 +120,7 @@ def train_augment(
     scale: tuple[float, float] = (0.9, 1.1),
     flip: bool = True,
     crop_tries: int = 30,
+    foreground: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random scale, horizontal flip and random square crop (PFENet's training transforms,
     ``RandScale`` / ``RandomHorizontalFlip`` / ``Crop(crop_type='rand')``, without rotation).
@@ -128,7 +130,10 @@ def train_augment(
     85% of the foreground, as PFENet's ``Crop`` does.
 
     image (H, W, 3) uint8, label (H, W) uint8 in {0, 1, 255} -> (3, S, S) float, (S, S) long.
+    ``foreground(label) -> bool mask`` says what the crop must keep (default: label == 1); a
+    class-agnostic view of a whole mask (the fit cache's) keeps every object pixel instead.
     """
+    is_fg = foreground or (lambda lab: lab == 1)
     h, w = image.shape[:2]
     f = size / max(h, w) * float(rng.uniform(*scale))
     hw = (max(1, int(round(h * f))), max(1, int(round(w * f))))
@@ -143,12 +148,13 @@ def train_augment(
         img = F.pad(img, (left, pw - left, top, ph - top), value=0.0)
         lab = F.pad(lab, (left, pw - left, top, ph - top), value=IGNORE_INDEX)
     H, W = lab.shape
-    fg_total = int((lab == 1).sum())
+    fg = is_fg(lab)
+    fg_total = int(fg.sum())
     best = None
     for _ in range(max(1, crop_tries)):
         y = int(rng.integers(0, H - size + 1))
         x = int(rng.integers(0, W - size + 1))
-        kept = int((lab[y : y + size, x : x + size] == 1).sum())
+        kept = int(fg[y : y + size, x : x + size].sum())
         if best is None or kept > best[0]:
             best = (kept, y, x)
         if kept >= 0.85 * fg_total:

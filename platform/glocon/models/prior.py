@@ -85,6 +85,32 @@ class PriorExtractor(nn.Module):
         return self.local_head(feat) if self.arch.prior_source == "local_head" else feat
 
 
+def with_output_stride(model: PriorExtractor, output_stride: int | None) -> PriorExtractor:
+    """The same weights read at another output stride (dilation changes strides and padding, never
+    a parameter's shape), frozen and in eval mode; ``model`` itself when nothing changes or
+    ``output_stride`` is None. The QGNet release dilates its prior this way (60 x 60 at 473 px)."""
+    from glocon.models.backbones import stride_of
+
+    if output_stride is None or stride_of(model.arch.dilated, model.arch.output_stride) == output_stride:
+        return model
+    arch = model.arch.model_copy(update={"output_stride": output_stride, "weights": None})
+    out = PriorExtractor(arch, load_init_weights=False)
+    out.load_state_dict(model.state_dict())
+    out.to(next(model.parameters()).device)
+    out.eval()
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out
+
+
+def save_untrained_export(arch: PriorArch, path: str | os.PathLike, seed: int = 0) -> str:
+    """An export of ``arch`` at random init (no init weights): the untrained-prior control, same
+    architecture as a pretrained prior, loadable by everything that loads one."""
+    torch.manual_seed(seed)
+    model = PriorExtractor(arch.model_copy(update={"weights": None}), load_init_weights=False)
+    return save_export(model, path, extra={"untrained": True, "seed": seed})
+
+
 def save_export(model: PriorExtractor, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> str:
     """Write the export plugins load: plain tensors + the architecture, loadable with weights_only=True."""
     payload = {

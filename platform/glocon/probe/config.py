@@ -26,7 +26,6 @@ class LinearSection(GloconModel):
     lr: float = Field(1e-2, gt=0)
     weight_decay: float = 1e-4
     batch_size: int = Field(32, ge=1)
-    label_size: int = Field(64, ge=4)  # train masks are resized (nearest) to this grid for the loss
 
 
 class PriorMapSection(GloconModel):

@@ -74,7 +74,7 @@ def to_batch(images: list[np.ndarray], size: int) -> torch.Tensor:
     """(H, W, 3) uint8 images -> (B, 3, size, size) float in [0, 1] (bilinear, antialiased)."""
     out = []
     for im in images:
-        x = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(im, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
         out.append(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
     return torch.cat(out)
 

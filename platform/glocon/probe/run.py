@@ -166,9 +166,12 @@ def probe_prior(
                     runs["prior_map_auroc"].append(pm["auroc"])
         if cfg.retrieval.enabled:
             r = cfg.retrieval
-            runs["retrieval_miou"].append(retrieval_miou(tr, va, n_classes, r.k, r.temperature, r.memory_size, seed))
+            deterministic = r.memory_size is None and not seeded and runs["retrieval_miou"]
+            # with every cell in the memory and fixed weights nothing random enters: one value, computed once
+            if not deterministic:
+                runs["retrieval_miou"].append(retrieval_miou(tr, va, n_classes, r.k, r.temperature, r.memory_size, seed))
         if cfg.linear.enabled:
-            s = linear.LinearSettings(cfg.linear.epochs, cfg.linear.lr, cfg.linear.weight_decay, cfg.linear.batch_size, cfg.linear.label_size)
+            s = linear.LinearSettings(cfg.linear.epochs, cfg.linear.lr, cfg.linear.weight_decay, cfg.linear.batch_size)
             runs["linear_miou"].append(linear.linear_probe_miou(tr.features, tr.masks, va.features, va.masks, n_classes, seed, s)[0])
         if cfg.purity.enabled:
             p = patch_purity(va, val, cfg, seed)

@@ -27,7 +27,7 @@ from torch import nn
 from glocon.config import GloconModel
 from glocon.errors import ConfigError
 from glocon.models.backbones import Backbone, build_backbone, dilate_resnet_
-from glocon.models.prior import PriorExtractor, load_prior_extractor
+from glocon.models.prior import PriorExtractor, load_prior_extractor, with_output_stride
 
 from glocon_qgnet.fem import FEM, PFENET_BINS, PFENET_FEATURE_SIZE
 from glocon.regionmaps import EPS, category_guider, guided_region_map, k_shot_average, prior_region_map
@@ -55,6 +55,13 @@ class QGNetConfig(GloconModel):
     prior_source: Literal["export", "backbone", "local_head"] = "export"  # which F_p output is P_q
     prior_map_query: Literal["layer4", "bridge"] = "layer4"  # release: layer4; paper text: bridge features
     prior_conv_dim: int = 256  # the release's learned 3x3 conv width before Eq. 9
+    # the stride the prior's map is read at: the release dilates its prior like PFENet's F (output
+    # stride 8, 60 x 60 at 473 px); None keeps the export's own stride
+    prior_output_stride: int | None = 8
+    # PFENet calls model.train() on the whole model, so its frozen backbone's BatchNorm uses batch
+    # statistics and keeps updating its running ones during fit (train.py); "eval" freezes them.
+    # Train-mode features depend on the batch, so the fit cache needs "eval".
+    backbone_bn: Literal["eval", "train"] = "eval"
     eps: float = EPS  # Eq. 12
     aux_weight: float = 1.0  # PFENet: loss = main + 1.0 * mean(aux per bin)
 
@@ -114,6 +121,7 @@ class QGNet(nn.Module):
         if cfg.use_prior_map:
             if prior is None:
                 raise ConfigError("QGNet: use_prior_map=true needs a prior extractor (give one to build_model or set prior_path)")
+            prior = with_output_stride(prior, cfg.prior_output_stride)
             self.prior = prior
             prior.eval()
             for p in prior.parameters():
@@ -145,10 +153,22 @@ class QGNet(nn.Module):
     # -- frozen parts ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "QGNet":
         super().train(mode)
-        self.backbone.eval()  # frozen BatchNorm statistics, as PFENet (its backbone runs under no_grad)
+        frozen_bn_train = mode and self.cfg.backbone_bn == "train"
+        self.backbone.train(frozen_bn_train)  # eval: frozen BatchNorm statistics; train: PFENet's batch statistics
         if self.prior is not None:
-            self.prior.eval()
+            self.prior.train(frozen_bn_train)
         return self
+
+    @property
+    def frozen_bn_in_train_mode(self) -> bool:
+        return self.training and self.cfg.backbone_bn == "train"
+
+    def fit_buffers(self) -> list[str]:
+        """Buffers fit changes outside the trainable modules: with ``backbone_bn=train`` the frozen
+        backbones' BatchNorm running statistics, which evaluation then uses."""
+        if self.cfg.backbone_bn != "train":
+            return []
+        return [n for n, _ in self.named_buffers() if n.startswith(("backbone.", "prior.")) and n.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         frozen = {id(p) for p in self.backbone.parameters()}
@@ -182,21 +202,51 @@ class QGNet(nn.Module):
         feat = self.prior.features(query)
         return self.prior.local_head(feat) if src == "local_head" else feat
 
-    # -- forward --------------------------------------------------------------------------------
-    def forward(self, query: torch.Tensor, support_images: torch.Tensor, support_masks: torch.Tensor) -> dict[str, Any]:
+    # -- forward: frozen encoders, then the trained head ------------------------------------------
+    @torch.no_grad()
+    def encode_query(self, query: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Frozen features of query images (N, 3, H, W): F's layer2 (at layer3's size), layer3,
+        layer4 when a map needs it, and the prior's P_q (Eq. 8) when the prior map is on."""
         cfg = self.cfg
-        b, k = support_images.shape[:2]
-        if support_masks.shape[:2] != (b, k):
-            raise ValueError(f"support_masks {tuple(support_masks.shape)} does not fit support_images {tuple(support_images.shape)}")
         need_q4 = cfg.use_guided_map or (cfg.use_prior_map and cfg.prior_map_query == "layer4")
+        out = self._extract(query, need_q4)
+        if cfg.use_prior_map:
+            out["prior"] = self.prior_features(query)
+        return out
 
-        q = self._extract(query, need_q4)
+    @torch.no_grad()
+    def encode_support(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Frozen features of support images (N, 3, H, W) with their masks (N, H, W) in {0, 1}:
+        layer2, layer3, the mask at their size, and layer4 of layer3 x mask (PFENet's support path)."""
+        return self._extract(images, self.cfg.use_guided_map, mask=(masks == 1).to(images.dtype).unsqueeze(1))
+
+    def forward(
+        self,
+        query: torch.Tensor | None = None,
+        support_images: torch.Tensor | None = None,
+        support_masks: torch.Tensor | None = None,
+        *,
+        encoded: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], tuple[int, int]] | None = None,
+    ) -> dict[str, Any]:
+        """From images, or from ``encoded = (query features (B, ...), support features (B, K, ...),
+        output size)`` as the fit cache stores them: the same head either way."""
+        if encoded is None:
+            assert query is not None and support_images is not None and support_masks is not None
+            b, k = support_images.shape[:2]
+            if support_masks.shape[:2] != (b, k):
+                raise ValueError(f"support_masks {tuple(support_masks.shape)} does not fit support_images {tuple(support_images.shape)}")
+            s = self.encode_support(support_images.flatten(0, 1), support_masks.flatten(0, 1))
+            encoded = (self.encode_query(query), {n: t.view(b, k, *t.shape[1:]) for n, t in s.items()}, tuple(query.shape[-2:]))
+        return self.head(*encoded)
+
+    def head(self, q: dict[str, torch.Tensor], s: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
+        """The trained part: bridge and support reductions, category guider, region maps, FEM."""
+        cfg = self.cfg
+        b, k = s["layer3"].shape[:2]
+        s = {n: t.flatten(0, 1) for n, t in s.items()}  # (B*K, ...)
         q_cat = torch.cat([q["layer3"], q["layer2"]], dim=1)
         bridge = self.down_query(q_cat)  # X_q: (B, 256, h, w)
-        size = tuple(bridge.shape[-2:])
-
-        masks = (support_masks == 1).to(query.dtype).flatten(0, 1).unsqueeze(1)  # (B*K, 1, H', W'); 255 is not object
-        s = self._extract(support_images.flatten(0, 1), cfg.use_guided_map, mask=masks)
+        fsize = tuple(bridge.shape[-2:])
         supp = self.down_supp(torch.cat([s["layer3"], s["layer2"]], dim=1))  # X_s: (B*K, 256, h, w)
         guider = category_guider(supp, s["mask"])  # (B*K, 256, 1, 1)
         guider = k_shot_average(guider.view(b, k, *guider.shape[1:]))  # K-shot: mean prototype
@@ -204,9 +254,9 @@ class QGNet(nn.Module):
         out: dict[str, Any] = {}
         maps: list[torch.Tensor] = []
         if cfg.use_prior_map:
-            prior_feat = self.down_prior(self.prior_features(query))
+            prior_feat = self.down_prior(q["prior"])
             query_feat = self.down_bridge_prior(q["layer4"] if cfg.prior_map_query == "layer4" else q_cat)
-            prior_map = _resize(prior_region_map(query_feat, prior_feat, cfg.eps), size)  # Eq. (9)-(12)
+            prior_map = _resize(prior_region_map(query_feat, prior_feat, cfg.eps), fsize)  # Eq. (9)-(12)
             out["prior_region_map"] = prior_map
             maps.append(prior_map)
         if cfg.use_guided_map:
@@ -215,11 +265,11 @@ class QGNet(nn.Module):
                 s_mask = s["mask"].view(b, k, *s["mask"].shape[1:])
                 # one shot at a time, as PFENet: the (B, hw, h'w') cosine stays one shot's size
                 guided = k_shot_average([guided_region_map(q["layer4"], s4[:, i], s_mask[:, i], cfg.eps) for i in range(k)])
-            out["guided_region_map"] = _resize(guided, size)
+            out["guided_region_map"] = _resize(guided, fsize)
             maps.append(out["guided_region_map"])
 
         logits, aux = self.fem(bridge, guider, torch.cat(maps, dim=1) if maps else None)
-        out["logits"] = _resize(logits, tuple(query.shape[-2:]))
+        out["logits"] = _resize(logits, tuple(size))
         out["aux_logits"] = aux
         return out
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from glocon.errors import ConfigError
-from glocon.models.prior import PriorArch, PriorExtractor, load_prior_extractor
+from glocon.models.prior import PriorArch, PriorExtractor, load_prior_extractor, with_output_stride
 
 from glocon_qgnet.model import QGNet, QGNetConfig, build_qgnet, segmentation_loss
 from glocon_qgnet.region_maps import guided_region_map, prior_region_map
@@ -60,7 +60,8 @@ def test_a_pretraining_export_loads_into_qgnet_and_drives_the_prior_region_map(m
         out = model(query, supports, masks)
         # the prior branch is Eq. 9-12 on the release's learned 3x3 convs over layer4 and P_q = F_p(I_q)
         x = model.down_bridge_prior(model._extract(query, need_layer4=True)["layer4"])
-        p = model.down_prior(exported.prior_features(query))
+        # P_q = F_p(I_q) read at the configured stride (the release dilates the prior: stride 8)
+        p = model.down_prior(with_output_stride(exported, model.cfg.prior_output_stride).prior_features(query))
         assert torch.allclose(out["prior_region_map"], prior_region_map(x, p), atol=1e-6)
         # another export changes the prior map and nothing on the support side
         torch.manual_seed(999)

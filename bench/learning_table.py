@@ -1,0 +1,119 @@
+"""Table VI's rows, judged by the dense probe: untrained, global-only, local-only and global + local
+pretraining, each from scratch and from ImageNet init, with Lite0's ImageNet features as the
+reference. Writes the markdown that ``docs/results-learning.md`` quotes.
+
+    python bench/learning_table.py --data embedded --out runs/learning-embedded
+    python bench/learning_table.py --data coco128  --out runs/learning-coco128      # ../shared/data/coco128
+
+Each pretraining run is the pretraining job's own code (``run_pretraining``, Ray Train, 2 workers)
+on the train split only (inductive), with the recipe config and the same number of optimiser steps
+for every row (``--steps``). The probe scores every prior on the val split (embedded: the val split;
+COCO128: val2017), memory and linear probe from the train split, over ``--seeds``; the untrained
+row's weights are re-drawn for every seed. ``--pretrain-seeds`` repeats the from-scratch
+global + local run with other pretraining seeds, for the spread that pretraining itself adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COCO128 = REPO.parent / "shared" / "data" / "coco128"
+
+# (row name, loss overrides); Eq. (7) with one weight at 0 is Table VI's "global only" / "local only"
+LOSSES = (("global only", ["loss.w_local=0"]), ("local only", ["loss.w_global=0"]), ("global + local", []))
+INITS = {
+    "scratch": ["model.backbone=resnet18", "model.output_stride=16", "model.weights=null"],
+    "ImageNet": ["model.backbone=efficientnet_lite0", "model.output_stride=16", "model.weights=package:efficientnet_lite0", "optim.lr=0.01"],
+}
+
+
+def make_shards(data: str, out: Path) -> tuple[Path, Path]:
+    from glocon.config import load_config
+    from glocon.data.shards import ShardsConfig, make_shards as build
+
+    if data == "embedded":
+        specs = [("train", ["data.split=train"]), ("val", ["data.split=val", "data.embedded.n_images=200"])]
+        base = REPO / "configs" / "shards-embedded.yaml"
+    else:
+        if not COCO128.is_dir():
+            sys.exit(f"real data not found at {COCO128} (expected ../shared/data beside the repo)")
+        specs = [("train", ["data.split=train2017"]), ("val", ["data.split=val2017"])]
+        base = REPO / "configs" / "shards-coco128.yaml"
+    folders = []
+    for name, ov in specs:
+        folder = out / f"shards-{name}"
+        over = [*ov, f"out_dir={folder}", "samples_per_shard=32"] + ([f"data.root={COCO128}", "longest_side=256"] if data == "coco128" else [])
+        build(load_config(ShardsConfig, base, over))
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def pretrain(config: Path, train: Path, out: Path, name: str, steps: int, overrides: list[str]) -> tuple[str, dict, float]:
+    from glocon.config import load_config
+    from glocon.data.shards import Manifest
+    from glocon.train.config import PretrainConfig
+    from glocon.train.pretrain import run_pretraining
+
+    cfg = load_config(PretrainConfig, config, [f"data.shards={train}", f"storage_path={out / 'pretrain'}", f"name={name}", *overrides])
+    per_epoch = max(1, sum(s.count for s in Manifest.load(train).shards) // cfg.batch_size)
+    cfg = cfg.model_copy(update={"epochs": max(1, math.ceil(steps / per_epoch))})
+    export = out / "pretrain" / name / "prior.pt"
+    if export.is_file():  # a finished row is not trained again (delete the folder to redo it)
+        return str(export), json.loads((out / "pretrain" / name / "summary.json").read_text()), 0.0
+    t0 = time.perf_counter()
+    result = run_pretraining(cfg)
+    minutes = (time.perf_counter() - t0) / 60
+    summary = {**result.summary(cfg), "minutes": minutes, "epochs": cfg.epochs, "overrides": overrides}
+    (out / "pretrain" / name / "summary.json").write_text(json.dumps(summary, indent=1))
+    return str(result.export_path), summary, minutes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", choices=["embedded", "coco128"], default="embedded")
+    ap.add_argument("--config", default=None, help="the recipe (default: configs/pretrain-<data>.yaml)")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--steps", type=int, default=360)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--pretrain-seeds", type=int, nargs="*", default=[])
+    ap.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
+    args = ap.parse_args(argv)
+
+    from glocon.probe.config import ProbeConfig
+    from glocon.probe.run import run_probe
+
+    out = Path(args.out or REPO / "runs" / f"learning-{args.data}").resolve()
+    config = Path(args.config or REPO / "configs" / f"pretrain-{args.data}.yaml")
+    train, val = make_shards(args.data, out)
+    priors: dict[str, str] = {}
+    summaries: dict[str, dict] = {}
+    for init in args.inits:
+        for loss, ov in LOSSES:
+            name = f"{init}-{loss.replace(' + ', '-').replace(' ', '-')}"
+            export, summaries[f"{init}: {loss}"], _ = pretrain(config, train, out, name, args.steps, [*INITS[init], *ov])
+            priors[f"{init}: {loss}"] = export
+        first = priors[f"{init}: global only"]
+        priors[f"{init}: untrained" if init == "scratch" else "ImageNet: Lite0's ImageNet features (no pretraining here)"] = f"random:{first}" if init == "scratch" else f"init:{first}"
+    for seed in args.pretrain_seeds:
+        name = f"scratch-global-local-seed{seed}"
+        export, summaries[f"scratch: global + local, pretraining seed {seed}"], _ = pretrain(config, train, out, name, args.steps, [*INITS["scratch"], f"seed={seed}"])
+        priors[f"scratch: global + local, pretraining seed {seed}"] = export
+    probe = ProbeConfig(priors=priors, train_shards=str(train), val_shards=str(val), seeds=args.seeds, out=str(out / "probe"))
+    run_probe(probe)
+    (out / "pretrain-summaries.json").write_text(json.dumps(summaries, indent=1))
+    print((out / "probe" / "results.md").read_text())
+    print("| run | L_global / chance | L_local / chance | patches per image | minutes |\n|---|---|---|---|---|")
+    for name, s in summaries.items():
+        fmt = lambda k: f"{s[k]:.3f}" if k in s else "-"  # noqa: E731
+        print(f"| {name} | {fmt('L_global_vs_chance')} | {fmt('L_local_vs_chance')} | {fmt('patches_per_image')} | {s.get('minutes', 0):.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""``evaluate``: 1-shot and 5-shot episodes on the novel classes of every fold, on the eval split,
+over ``eval.seeds`` episode files per (fold, shot), with the spread over seeds and a 95% bootstrap
+interval; and ``compare``: two results on the same episodes, their paired difference.
+
+Writes ``results.json`` + ``results.md``, the per-episode counts (``episode_counts.json``, what
+``compare`` and the bootstrap read) and Fig. 5-style PNGs of the first seed's first episodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from glocon.config import save_resolved
+from glocon.dashboard import Dashboard
+from glocon.errors import ConfigError
+from glocon.fewshot import stats
+from glocon.fewshot.batches import CachedSource, load_eval_episode, stack_eval
+from glocon.fewshot.config import FewShotConfig
+from glocon.fewshot.episodes import EpisodeSet, episodes_for
+from glocon.fewshot.metrics import ClassIoUAccumulator, RegionMapAccumulator, intersection_union
+from glocon.fewshot.report import figure_png, results_markdown
+from glocon.fewshot.sources import build, check_split_separation, class_names, eval_split, fold_split, folds_of, open_source, resolve_device
+from glocon.fewshot.state import load_model_file, load_trainable_state, weights_for
+from glocon.fewshot.transforms import to_original
+from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+
+REGION_MAPS = ("prior_region_map", "guided_region_map")
+COUNTS = "episode_counts.json"
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+@torch.inference_mode()
+def evaluate_episodes(
+    model: torch.nn.Module, source: Any, es: EpisodeSet, *, image_size: int, batch_size: int, device: torch.device,
+    n_figure: int = 0, dash: Dashboard | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+    """Score ``model`` on every episode of ``es``; returns (results, Fig. 5 rows)."""
+    model.eval()
+    acc = ClassIoUAccumulator(es.classes)
+    regions: dict[str, RegionMapAccumulator] = {}
+    per_episode: list[float] = []
+    rows: list[list[float]] = []  # [class, I_bg, U_bg, I_fg, U_fg] per episode (glocon.fewshot.stats)
+    figure: list[dict[str, Any]] = []
+    # Digests of every logit and prediction: two runs are equal bit for bit iff these match.
+    logits_sha, preds_sha = hashlib.sha256(), hashlib.sha256()
+    for start in range(0, len(es.episodes), batch_size):
+        batch = [load_eval_episode(source, e, image_size) for e in es.episodes[start : start + batch_size]]
+        q, s, m = stack_eval(batch)
+        out = model(q.to(device), s.to(device), m.to(device))
+        logits = out["logits"].float().cpu().contiguous()
+        logits_sha.update(logits.numpy().tobytes())
+        for i, ep in enumerate(batch):
+            pred = to_original(logits[i : i + 1], ep.info).argmax(dim=1)[0]
+            preds_sha.update(pred.to(torch.uint8).numpy().tobytes())
+            inter, union = intersection_union(pred, ep.label)
+            acc.add_counts(ep.episode.cls, inter, union)
+            per_episode.append(float(inter[1] / union[1]) if union[1] > 0 else 0.0)
+            rows.append([ep.episode.cls, float(inter[0]), float(union[0]), float(inter[1]), float(union[1])])
+            maps = {}
+            for name in REGION_MAPS:
+                if out.get(name) is not None:
+                    rm = to_original(out[name][i : i + 1].float().cpu(), ep.info)
+                    regions.setdefault(name, RegionMapAccumulator()).update(rm, ep.label)
+                    maps[name] = rm[0, 0].numpy()
+            if len(figure) < n_figure:
+                figure.append({
+                    "support_image": ep.support_images[0], "support_label": ep.support_labels[0], "query_image": ep.query_image,
+                    "prior_map": maps.get("prior_region_map"), "guided_map": maps.get("guided_region_map"),
+                    "prediction": pred.numpy(), "label": ep.label.numpy(), "caption": f"class {ep.episode.cls}\\nIoU {100 * per_episode[-1]:.1f}",
+                })  # fmt: skip
+        if dash is not None:
+            dash.advance(len(batch), mIoU=100 * acc.miou(), FB_IoU=100 * acc.fb_iou())
+    results = {
+        "miou": acc.miou(),
+        "fb_iou": acc.fb_iou(),
+        "class_iou": {str(c): v for c, v in acc.class_iou().items()},
+        "class_episodes": {str(c): n for c, n in acc.episodes.items()},
+        "class_intersection": {str(c): v for c, v in acc.intersection.items()},
+        "class_union": {str(c): v for c, v in acc.union.items()},
+        "mean_episode_iou": _mean(per_episode),
+        # Eq. 14 counts a class no episode drew as 0 (PFENet, HSNet); with few episodes, say so apart.
+        "miou_visited": _mean([v for c, v in acc.class_iou().items() if acc.episodes[c] > 0]),
+        "classes_visited": sum(1 for n in acc.episodes.values() if n > 0),
+        "episodes": len(per_episode),
+        "region_maps": {name.replace("_region_map", ""): r.summary() for name, r in regions.items()},
+        "logits_sha256": logits_sha.hexdigest(),
+        "predictions_sha256": preds_sha.hexdigest(),
+        "rows": rows,
+    }
+    return results, figure
+
+
+def prepare_model(plugin: Any, cfg: FewShotConfig, fold: int, shots: int, device: torch.device, prior_path: str | None = None) -> tuple[torch.nn.Module, str]:
+    torch.manual_seed(cfg.seed)
+    model = build(plugin, cfg, prior_path)
+    weights = "none (training-free)"
+    if getattr(plugin, "trainable", False):
+        path = weights_for(cfg, fold, shots)
+        if path.is_file():
+            payload = load_model_file(path, plugin, fold, shots)
+            load_trainable_state(model, payload["state"], str(path))
+            weights = str(path)
+        elif cfg.eval.allow_untrained:
+            weights = "untrained (eval.allow_untrained=true)"
+        else:
+            raise ConfigError(
+                f"eval: no trained weights for plugin {plugin.name!r} fold {fold} {shots}-shot at {path}; "
+                f"run `glocon fewshot fit --plugin {plugin.name} ...` first (fit.shots lists the shot counts it trains), "
+                "set eval.weights, or eval.allow_untrained=true"
+            )
+    return model.to(device), weights
+
+
+def _summarise(per_seed: dict[int, dict[str, Any]], reps: int, seed: int) -> dict[str, Any]:
+    """One fold and shot over its seeds: the mean and std over seeds, a bootstrap CI, the first seed's detail."""
+    first = per_seed[min(per_seed)]
+    tables = [[stats.EpisodeTable.from_rows(r["classes"], r["rows"]) for r in per_seed.values()]]
+    mious = [r["miou"] for r in per_seed.values()]
+    out = {k: v for k, v in first.items() if k not in ("rows", "classes")}
+    out.update(
+        miou=_mean(mious), fb_iou=_mean([r["fb_iou"] for r in per_seed.values()]),
+        miou_std=float(torch.tensor(mious).std().item()) if len(mious) > 1 else 0.0,
+        episodes=sum(r["episodes"] for r in per_seed.values()), episodes_per_seed=first["episodes"], seeds=sorted(per_seed),
+        seed_miou={str(s): r["miou"] for s, r in per_seed.items()}, seed_fb_iou={str(s): r["fb_iou"] for s, r in per_seed.items()},
+    )  # fmt: skip
+    if reps:
+        out["miou_ci"] = list(stats.interval(stats.mean_over_groups(tables, reps, seed)[1]))
+    return out
+
+
+def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
+    """1-shot and 5-shot episodes on the novel classes of every fold; writes results.{json,md},
+    the per-episode counts and fig5-fold<f>-<k>shot.png to ``eval.out_dir``. Returns the results."""
+    if isinstance(cfg, Mapping):
+        cfg = FewShotConfig.model_validate(cfg)
+    device = resolve_device(cfg)
+    src = CachedSource(open_source(cfg, source, "eval"))
+    if source is None and cfg.eval.shards:
+        check_split_separation(open_source(cfg, None, "fit"), src)
+    out_dir = Path(cfg.eval.out_dir)
+    save_resolved(cfg, out_dir)
+    folds, seeds = folds_of(cfg), cfg.eval_seeds
+    results: dict[str, Any] = {
+        "plugin": plugin.name, "model": cfg.model, "prior": cfg.prior, "benchmark": cfg.data.benchmark, "shots": list(cfg.eval.shots),
+        "seed": cfg.seed, "seeds": seeds, "image_size": cfg.image_size, "episodes_per_fold": cfg.eval.episodes, "eval_split": eval_split(cfg),
+        "class_names": class_names(src), "folds": {}, "episode_files": {}, "weights": {},
+    }  # fmt: skip
+    plans = []
+    for fold in folds:
+        base, novel = fold_split(cfg, fold, src.class_index)
+        for k in cfg.eval.shots:
+            for s in seeds:
+                es, path, reused = episodes_for(
+                    src, cfg.episodes_dir, benchmark=cfg.data.benchmark, fold=fold, mode="test", shots=k,
+                    n_episodes=cfg.eval.episodes, seed=s, base=base, novel=novel,
+                )  # fmt: skip
+                plans.append((fold, k, s, es, path, reused))
+    counts: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with Dashboard(f"fewshot eval {plugin.name}", total=sum(len(p[3].episodes) for p in plans), unit="episodes") as dash:
+        for fold in folds:
+            results["folds"][str(fold)], results["weights"][str(fold)] = {}, {}
+            for k in cfg.eval.shots:
+                model, weights = prepare_model(plugin, cfg, fold, k, device)
+                results["weights"][str(fold)][str(k)] = weights
+                per_seed: dict[int, dict[str, Any]] = {}
+                for f, kk, s, es, path, reused in plans:
+                    if (f, kk) != (fold, k):
+                        continue
+                    dash.log(f"fold {fold} {k}-shot seed {s}: {len(es.episodes)} episodes over {len(es.classes)} classes ({'reused' if reused else 'drew'} {path})")
+                    torch.manual_seed(cfg.seed)
+                    r, fig_rows = evaluate_episodes(
+                        model, src, es, image_size=cfg.image_size, batch_size=cfg.eval.batch_size, device=device,
+                        n_figure=cfg.eval.n_figure_episodes if s == seeds[0] else 0, dash=dash,
+                    )  # fmt: skip
+                    r["skipped_classes"], r["classes"] = es.extra.get("skipped_classes", []), es.classes
+                    per_seed[s] = r
+                    counts[f"fold{fold}-{k}shot-seed{s}"] = {"classes": es.classes, "rows": r["rows"], "episode_file": str(path), "sha256": sha256_file(path)}
+                    results["episode_files"][f"fold{fold}-{k}shot-seed{s}"] = {"path": str(path), "sha256": sha256_file(path)}
+                    if fig_rows:
+                        png = figure_png(fig_rows, f"{plugin.name} - {cfg.data.benchmark} fold {fold}, {k}-shot")
+                        atomic_write_bytes(out_dir / f"fig5-fold{fold}-{k}shot.png", png)
+                    dash.log(f"fold {fold} {k}-shot seed {s}: mIoU {100 * r['miou']:.2f}  FB-IoU {100 * r['fb_iou']:.2f}")
+                results["folds"][str(fold)][str(k)] = _summarise(per_seed, cfg.eval.bootstrap, cfg.seed)
+    elapsed = time.perf_counter() - t0
+    results["mean"] = fold_means(results, counts, cfg.eval.bootstrap, cfg.seed)
+    results["timing"] = {"seconds": elapsed, "episodes_per_s": len(plans) and sum(len(p[3].episodes) for p in plans) / max(elapsed, 1e-9), "device": str(device)}
+    atomic_write_json(out_dir / COUNTS, counts)
+    atomic_write_json(out_dir / "results.json", results)
+    atomic_write_text(out_dir / "results.md", results_markdown(results))
+    return results
+
+
+def tables_of(results: Mapping[str, Any], counts: Mapping[str, Any], shots: int) -> list[list[stats.EpisodeTable]]:
+    """groups[fold][seed] of one shot count, from the per-episode counts."""
+    return [
+        [stats.EpisodeTable.from_rows(counts[f"fold{f}-{shots}shot-seed{s}"]["classes"], counts[f"fold{f}-{shots}shot-seed{s}"]["rows"]) for s in results["seeds"]]
+        for f in results["folds"]
+    ]
+
+
+def fold_means(results: Mapping[str, Any], counts: Mapping[str, Any], reps: int, seed: int) -> dict[str, Any]:
+    """Per shot: the mean over folds of mIoU and FB-IoU, the std of the per-seed fold means, and the bootstrap CI."""
+    out = {}
+    for k in results["shots"]:
+        per_fold = [results["folds"][f][str(k)] for f in results["folds"]]
+        seed_means = [_mean([r["seed_miou"][str(s)] for r in per_fold]) for s in results["seeds"]]
+        m = {"miou": _mean([r["miou"] for r in per_fold]), "fb_iou": _mean([r["fb_iou"] for r in per_fold])}
+        m["miou_std"] = float(torch.tensor(seed_means).std().item()) if len(seed_means) > 1 else 0.0
+        if reps:
+            m["miou_ci"] = list(stats.interval(stats.mean_over_groups(tables_of(results, counts, k), reps, seed)[1]))
+        out[str(k)] = m
+    return out
+
+
+def compare(a_dir: str | Path, b_dir: str | Path, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """mIoU of result A minus result B on the same episodes, per shot (4-fold mean), paired bootstrap."""
+    loaded = []
+    for d in (a_dir, b_dir):
+        d = Path(d)
+        if not (d / "results.json").is_file() or not (d / COUNTS).is_file():
+            raise ConfigError(f"compare: {d} holds no evaluation (expected results.json and {COUNTS}; run `glocon fewshot eval`)")
+        loaded.append((json.loads((d / "results.json").read_text()), json.loads((d / COUNTS).read_text())))
+    (ra, ca), (rb, cb) = loaded
+    shared = sorted(set(ca) & set(cb))
+    mismatch = [g for g in shared if ca[g]["sha256"] != cb[g]["sha256"]]
+    if set(ca) != set(cb) or mismatch:
+        raise ConfigError(f"compare: {a_dir} and {b_dir} were not scored on the same episode files ({mismatch[:2] or sorted(set(ca) ^ set(cb))[:2]})")
+    out = {"a": str(a_dir), "b": str(b_dir), "shots": {}}
+    for k in ra["shots"]:
+        out["shots"][str(k)] = stats.paired_difference(tables_of(ra, ca, k), tables_of(rb, cb, k), reps, seed)
+        out["shots"][str(k)].update(a_miou=ra["mean"][str(k)]["miou"], b_miou=rb["mean"][str(k)]["miou"])
+    return out

@@ -1,0 +1,326 @@
+"""``fit``: train a plugin's model on base-class episodes under Ray Train, one run per (fold, shots).
+
+SGD with PFENet's schedule (``glocon.fewshot.config``: base lr 0.0025, every new layer at 10x,
+momentum 0.9, weight decay 1e-4, poly 0.9). Checkpoints hold the trainable state, optimizer,
+scheduler, step and RNG; rerunning with the same name resumes from ``ray.train.get_checkpoint()``
+(Ray Train V2 restores a run from (storage_path, name)). When the model can split its frozen
+encoders from its head (``glocon.fewshot.cache``), the driver first caches the frozen features of
+a fixed set of augmented views, and the workers train the heads on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from glocon.config import save_resolved
+from glocon.dashboard import Dashboard
+from glocon.errors import ConfigError
+from glocon.fewshot import cache as fcache
+from glocon.fewshot.batches import CachedSource, TrainEpisodes
+from glocon.fewshot.config import FewShotConfig
+from glocon.fewshot.episodes import TrainEpisodeSampler, source_image_classes
+from glocon.fewshot.sources import build, fold_split, folds_of, open_source, resolve_paths
+from glocon.fewshot.state import (
+    STATE_FORMAT, checkpoint_folder, load_fit_state, load_trainable_state, model_path, run_dir, run_name, save_model_file, trainable_state, unwrap,
+)  # fmt: skip
+from glocon.io import atomic_write_json, sha256_file
+from glocon.raycluster import train_logging
+from glocon.train.faults import maybe_die
+
+
+def total_steps(cfg: FewShotConfig, sampler: TrainEpisodeSampler) -> int:
+    if cfg.fit.steps is not None:
+        return int(cfg.fit.steps)
+    if cfg.fit.epochs is not None:
+        n_queries = sum(len(v) for v in sampler.pool.values())
+        return max(1, math.ceil(cfg.fit.epochs * n_queries / cfg.fit.batch_size))
+    raise ConfigError("fit: set fit.steps or fit.epochs")
+
+
+def make_optimizer(model: torch.nn.Module, cfg: FewShotConfig, steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """SGD over the trainable (new) layers at ``fit.lr x fit.lr_scale`` (PFENet's effective rate), poly decay."""
+    params = list(unwrap(model).trainable_parameters())
+    if not params:
+        raise ConfigError("fit: the model has no trainable parameters (a training-free plugin needs no fit)")
+    group = {"params": params, "lr": cfg.fit.effective_lr, "name": "new layers", "lr_scale": cfg.fit.lr_scale}
+    opt = torch.optim.SGD([group], lr=cfg.fit.effective_lr, momentum=cfg.fit.momentum, weight_decay=cfg.fit.weight_decay)
+    # PFENet's poly_learning_rate: lr * (1 - iter / max_iter) ** power, on every group
+    sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=cfg.fit.power)
+    return opt, sched
+
+
+def forward_batch(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, Any]:
+    """One training batch through the model: from images, or from cached frozen features."""
+    if any(k.startswith("q.") for k in batch):
+        q, s = fcache.split_batch(batch, device)
+        return model(encoded=(q, s, tuple(batch["target"].shape[-2:])))
+    return model(batch["query"].to(device), batch["support_images"].to(device), batch["support_masks"].to(device))
+
+
+def train_steps(
+    model: torch.nn.Module,
+    loss_fn: Callable[[dict[str, Any], torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    dataset: Any,
+    *,
+    batch_size: int,
+    start_step: int,
+    device: torch.device,
+    loader_workers: int = 0,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> int:
+    """Run the optimiser over ``dataset`` (already cut to this worker's episodes from ``start_step``).
+    Returns the step after the last one."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers, drop_last=True)
+    step = start_step
+    model.train()
+    for batch in loader:
+        t0 = time.perf_counter()
+        out = forward_batch(model, batch, device)
+        loss, parts = loss_fn(out, batch["target"].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        if on_step is not None:
+            on_step(step, {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items() if k != "loss"}, "lr": lr, "s_per_step": time.perf_counter() - t0})
+    return step
+
+
+def worker_indices(start: int, steps: int, global_batch: int, rank: int, per_worker: int) -> list[int]:
+    """Episode indices this worker trains on from ``start``: step s, worker r, slot j -> s*G + r*b + j."""
+    return [s * global_batch + rank * per_worker + j for s in range(start, steps) for j in range(per_worker)]
+
+
+def train_sampler(cfg: FewShotConfig, source: Any, fold: int, shots: int) -> TrainEpisodeSampler:
+    base, novel = fold_split(cfg, fold, source.class_index)
+    return TrainEpisodeSampler(
+        source.class_index, benchmark=cfg.data.benchmark, fold=fold, shots=shots, seed=cfg.seed,
+        base=base, novel=novel, image_classes=source_image_classes(source),
+    )  # fmt: skip
+
+
+def train_dataset(cfg: FewShotConfig, source: Any, sampler: TrainEpisodeSampler, indices: list[int], cache_root: str | None) -> Any:
+    if cache_root is not None:
+        return fcache.CachedTrainEpisodes(fcache.FeatureCache(Path(cache_root)), sampler, cfg.seed, indices)
+    return TrainEpisodes(source, sampler, cfg.image_size, cfg.seed, indices, cfg.fit.scale)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: everything comes from ``config``; state from ``ray.train.get_checkpoint()``."""
+    import ray.train
+    import ray.train.torch
+
+    from glocon.raycluster import quiet_train_reports
+    from glocon.train.checkpoint import load_resumable, load_tensors, rng_state, save_tensors, set_rng_state
+
+    quiet_train_reports()
+    cfg = FewShotConfig.model_validate(config["cfg"])
+    plugin, fold, shots, actor = config["plugin"], int(config["fold"]), int(config["shots"]), config.get("metrics_actor")
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, cfg.fit.cpus_per_worker))
+    device = ray.train.torch.get_device()
+
+    source = CachedSource(open_source(cfg, config.get("source")))
+    sampler = train_sampler(cfg, source, fold, shots)
+    steps = total_steps(cfg, sampler)
+    torch.manual_seed(cfg.seed)  # same initial weights on every worker
+    model = build(plugin, cfg).to(device)
+    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as latest:
+            # A truncated latest checkpoint (killed mid-write, full disk) falls back to the newest good one.
+            state, folder = load_resumable(latest, run_dir(cfg, fold, shots), loader=load_fit_state)
+            load_trainable_state(model, state["model"], f"{folder}/state.pt")
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            step = int(state["step"])
+            rng = Path(folder) / f"rng-rank{rank}.pt"
+            if rng.is_file():
+                set_rng_state(load_tensors(rng))
+    else:
+        torch.manual_seed(cfg.seed * 1000 + rank + 1)  # per-worker randomness (dropout)
+    resumed_from = step
+
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, find_unused_parameters=True)
+    per_worker = cfg.fit.batch_size // world
+    end = min(steps, cfg.fit.stop_at_step) if cfg.fit.stop_at_step is not None else steps
+    dataset = train_dataset(cfg, source, sampler, worker_indices(step, end, cfg.fit.batch_size, rank, per_worker), config.get("cache_root"))
+    if actor is not None and rank == 0:
+        actor.push.remote({"event": "start", "step": step, "total_steps": steps, "resumed_from_step": resumed_from})
+    losses: list[float] = []
+
+    def on_step(s: int, metrics: dict[str, float]) -> None:
+        losses.append(metrics["loss"])
+        m = {"step": s, "total_steps": steps, "fold": fold, "shots": shots, "resumed_from_step": resumed_from, **metrics}
+        if actor is not None and rank == 0:
+            actor.push.remote(m)
+        if s % cfg.fit.checkpoint_every == 0 or s == end:
+            with tempfile.TemporaryDirectory(prefix="glocon-fewshot-ckpt-") as tmp:
+                if rank == 0:
+                    save_tensors(
+                        Path(tmp) / "state.pt",
+                        {"format": STATE_FORMAT, "model": trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": s, "fold": fold, "shots": shots},
+                    )
+                    atomic_write_json(Path(tmp) / "metrics.json", dict(m, loss_mean=sum(losses) / len(losses)))
+                save_tensors(Path(tmp) / f"rng-rank{rank}.pt", rng_state())
+                ray.train.report(dict(m, loss_mean=sum(losses) / len(losses)), checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"checkpoint-step{s:08d}")
+            losses.clear()
+            maybe_die(cfg.fit.fault, s, rank)
+
+    train_steps(net, unwrap(net).loss, optimizer, scheduler, dataset, batch_size=per_worker, start_step=step, device=device, loader_workers=cfg.fit.loader_workers, on_step=on_step)
+    if actor is not None and rank == 0:
+        actor.push.remote({"event": "done", "step": steps})
+
+
+def _source_digest(cfg: FewShotConfig, source: Any) -> str:
+    """The fit shards' sha256 (their manifests list every shard's), or an in-memory source's own digest."""
+    shards = cfg.data.shards
+    if source is None and shards:
+        from glocon.data.shards import Manifest
+
+        paths = [shards] if isinstance(shards, str) else shards
+        return hashlib.sha256("".join(e.sha256 for p in paths for e in Manifest.load(p).shards).encode()).hexdigest()[:20]
+    return str(getattr(source, "digest", lambda: type(source).__name__)())
+
+
+def prepare_cache(plugin: Any, cfg: FewShotConfig, fold: int, source: Any, log: Callable[[str], None]) -> str | None:
+    """Build (or reuse) the fold's frozen-feature cache in the driver; None when it cannot serve."""
+    if not cfg.fit.cache.enabled:
+        return None
+    torch.manual_seed(cfg.seed)
+    model = build(plugin, cfg)
+    ok, why = fcache.can_cache(model)
+    if not ok:
+        log(f"fit cache off for plugin {plugin.name!r}: {why}")
+        return None
+    src = CachedSource(open_source(cfg, source))
+    sampler = train_sampler(cfg, src, fold, min(cfg.fit.shots))  # the fewest shots: the largest pool, a superset of the others
+    spec = fcache.ViewSpec(cfg.image_size, tuple(cfg.fit.scale), cfg.fit.cache.views, cfg.seed)
+    key = fcache.digest({
+        "shards": _source_digest(cfg, source), "plugin": plugin.name, "model": cfg.model, "prior": sha256_file(cfg.prior) if cfg.prior else None,
+        "spec": spec.__dict__, "pool": sampler.pool, "format": fcache.FORMAT,
+    })  # fmt: skip
+    root = Path(cfg.fit.cache.dir or Path(cfg.fit.storage_path) / "cache") / f"fold{fold}-{key}"
+    t0 = time.perf_counter()
+    fcache.build_cache(root, model, src, sampler.pool, spec, log)
+    log(f"fit cache ready in {time.perf_counter() - t0:.1f} s: {root}")
+    return str(root)
+
+
+def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
+    """Train ``plugin``'s model on base-class episodes of every fold, one model per ``fit.shots``.
+
+    Writes ``<storage_path>/<name>-fold<f>-<K>shot/model.pt`` (the trainable state) per fold and
+    shot count, plus the resolved config. Rerunning with the same ``fit.name`` resumes each run
+    from its last checkpoint (a finished run is not retrained).
+    """
+    if isinstance(cfg, Mapping):
+        cfg = FewShotConfig.model_validate(cfg)
+    if not getattr(plugin, "trainable", False):
+        return {"plugin": plugin.name, "trained": False, "reason": "training-free plugin: nothing to fit"}
+    import ray
+
+    from glocon.raycluster import init_ray
+
+    init_ray(cfg.ray)
+    summary: dict[str, Any] = {"plugin": plugin.name, "trained": True, "folds": {}}
+    for fold in folds_of(cfg):
+        cache_root = None
+        for shots in cfg.fit.shots:
+            with Dashboard(f"fewshot fit {plugin.name} fold {fold} {shots}-shot", unit="steps") as dash:
+                if cache_root is None:
+                    cache_root = prepare_cache(plugin, cfg, fold, source, dash.log) or ""
+                info = _fit_one(plugin, cfg, fold, shots, source, cache_root or None, dash)
+            summary["folds"].setdefault(fold, {})[shots] = info
+    return summary
+
+
+def _fit_one(plugin: Any, cfg: FewShotConfig, fold: int, shots: int, source: Any, cache_root: str | None, dash: Dashboard) -> dict[str, Any]:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from glocon.train.checkpoint import load_resumable
+    from glocon.train.metrics_actor import MetricsActor, MetricsPoller
+
+    storage = str(Path(cfg.fit.storage_path).resolve()) if "://" not in cfg.fit.storage_path else cfg.fit.storage_path
+    save_resolved(cfg, run_dir(cfg, fold, shots))
+    actor = MetricsActor.remote()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "cfg": resolve_paths(cfg).model_dump(mode="json"), "plugin": plugin, "fold": fold, "shots": shots, "source": source,
+            "metrics_actor": actor, "cache_root": cache_root,
+        },  # fmt: skip
+        scaling_config=ScalingConfig(num_workers=cfg.fit.num_workers, use_gpu=torch.cuda.is_available(), resources_per_worker={"CPU": cfg.fit.cpus_per_worker}),
+        run_config=RunConfig(
+            name=run_name(cfg, fold, shots),
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=cfg.fit.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=train_logging(),
+        ),
+    )
+    history: list[dict[str, Any]] = []
+
+    def on_metrics(m: dict[str, Any]) -> None:
+        history.append(m)
+        if m.get("event") == "start":
+            dash.update(completed=m["step"], total=m["total_steps"])
+            if m.get("resumed_from_step"):
+                dash.log(f"resumed from step {m['resumed_from_step']}")
+        elif "loss" in m:
+            dash.update(completed=m["step"], total=m["total_steps"], loss=m["loss"], lr=m["lr"])
+
+    with MetricsPoller(actor, on_metrics):
+        result = trainer.fit()
+    ray.kill(actor)
+    if getattr(result, "error", None) is not None:
+        raise result.error
+    # The newest checkpoint that loads; a finished run whose last checkpoint was damaged after
+    # the fact is then reported incomplete (rerun to finish it), never read as valid.
+    folder_of_run = run_dir(cfg, fold, shots)
+    state, folder = load_resumable(checkpoint_folder(result, folder_of_run), folder_of_run, loader=load_fit_state)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    step, steps = int(state["step"]), int(metrics["total_steps"])
+    losses = [m["loss"] for m in history if "loss" in m]
+    atomic_write_json(folder_of_run / "history.json", history)
+    done = step >= steps
+    out = model_path(cfg, fold, shots)
+    if done:
+        save_model_file(out, plugin, cfg, fold, shots, state["model"], {"step": step, "metrics": metrics, "cache": cache_root})
+    return {
+        "model": str(out) if done else None,
+        "step": step,
+        "total_steps": steps,
+        "complete": done,
+        "checkpoint": str(folder),
+        "cache": cache_root,
+        "resumed_from_step": next((m.get("resumed_from_step") for m in history if m.get("event") == "start"), None),
+        # every (re)start of the worker group in this call: [0, 4] = a fresh run whose workers restarted at step 4
+        "starts": [m.get("resumed_from_step") for m in history if m.get("event") == "start"],
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "metrics": metrics,
+    }

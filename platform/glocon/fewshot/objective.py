@@ -1,0 +1,43 @@
+"""``objective``: the cheap score a sweep maximises, mIoU (%) on seeded *validation* episodes of
+the fold's BASE classes, drawn from the fit split's images that hold no novel class of the fold.
+It never touches the eval split or a novel class."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from glocon.fewshot.batches import CachedSource, TrainEpisodes
+from glocon.fewshot.config import FewShotConfig
+from glocon.fewshot.episodes import episodes_for
+from glocon.fewshot.evaluate import evaluate_episodes
+from glocon.fewshot.fit import make_optimizer, train_sampler, train_steps, worker_indices
+from glocon.fewshot.sources import build, fold_split, folds_of, open_source, resolve_device
+
+
+def objective(plugin: Any, prior_path: str | None, cfg: FewShotConfig | Mapping[str, Any], source: Any = None) -> float:
+    """mIoU (%) on the validation episodes (``<episodes_dir>/<benchmark>-fold<f>-val-...json``) with
+    the prior at ``prior_path``. A trainable plugin first trains ``objective.fit_steps`` steps on
+    base-class training episodes, in this process (a Tune trial is already a Ray task)."""
+    if isinstance(cfg, Mapping):
+        cfg = FewShotConfig.model_validate(cfg)
+    device = resolve_device(cfg)
+    src = CachedSource(open_source(cfg, source))
+    fold = cfg.objective.fold if cfg.objective.fold is not None else folds_of(cfg)[0]
+    base, novel = fold_split(cfg, fold, src.class_index)
+    es, _, _ = episodes_for(
+        src, cfg.episodes_dir, benchmark=cfg.data.benchmark, fold=fold, mode="val", shots=cfg.objective.shots,
+        n_episodes=cfg.objective.episodes, seed=cfg.seed, base=base, novel=novel,
+    )  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    model = build(plugin, cfg, prior_path).to(device)
+    if getattr(plugin, "trainable", False) and cfg.objective.fit_steps > 0:
+        sampler = train_sampler(cfg, src, fold, cfg.objective.shots)
+        steps = cfg.objective.fit_steps
+        optimizer, scheduler = make_optimizer(model, cfg, steps)
+        dataset = TrainEpisodes(src, sampler, cfg.image_size, cfg.seed, worker_indices(0, steps, cfg.fit.batch_size, 0, cfg.fit.batch_size), cfg.fit.scale)
+        train_steps(model, model.loss, optimizer, scheduler, dataset, batch_size=cfg.fit.batch_size, start_step=0, device=device)
+    torch.manual_seed(cfg.seed)
+    r, _ = evaluate_episodes(model, src, es, image_size=cfg.image_size, batch_size=cfg.eval.batch_size, device=device)
+    return 100.0 * r["miou"]

@@ -1,0 +1,115 @@
+"""Where a few-shot run reads from: the fit and eval shard sets, the fold's class split, the
+device, the prior and the plugin's model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import torch
+
+from glocon.errors import ConfigError
+from glocon.fewshot.config import FewShotConfig
+
+
+def _shard_list(shards: str | list[str] | None) -> list[str]:
+    return [] if shards is None else [shards] if isinstance(shards, str) else list(shards)
+
+
+def open_source(cfg: FewShotConfig, source: Any = None, split: Literal["fit", "eval"] = "fit") -> Any:
+    """The episode source of a split: ``source`` if given (tests, custom readers), else the shard
+    index of ``data.shards`` (fit) or ``eval.shards`` (eval; ``data.shards`` when unset)."""
+    if source is not None:
+        return source
+    paths = _shard_list(cfg.eval.shards) if split == "eval" else []
+    paths = paths or _shard_list(cfg.data.shards)
+    if not paths:
+        raise ConfigError("data.shards: a shard folder or manifest.json is needed (make it with `glocon shards`)")
+    from glocon.data.readers import ShardIndex
+    from glocon.fewshot.batches import ShardEpisodeSource
+
+    return ShardEpisodeSource(*(ShardIndex(p) for p in paths))
+
+
+def eval_split(cfg: FewShotConfig) -> str:
+    """How the eval images relate to the fit images, for the results: 'held out' or a warning."""
+    return "held out (eval.shards)" if cfg.eval.shards else "the fit shards (eval.shards not set: no benchmark evaluates this way)"
+
+
+def check_split_separation(fit_source: Any, eval_source: Any) -> None:
+    """No eval image may be a fit image: a query the model was trained on would flatter it."""
+    fit_keys = {k for ks in fit_source.class_index.values() for k in ks}
+    eval_keys = {k for ks in eval_source.class_index.values() for k in ks}
+    shared = fit_keys & eval_keys
+    if shared:
+        raise ConfigError(f"eval.shards and data.shards share {len(shared)} images (e.g. {sorted(shared)[:3]}); the eval split must be held out")
+
+
+def _abs(path: str | None) -> str | None:
+    return None if path is None or "://" in path else str(Path(path).resolve())
+
+
+def resolve_paths(cfg: FewShotConfig) -> FewShotConfig:
+    """A copy with absolute paths: Ray workers run in another working directory."""
+    data = cfg.model_dump(mode="json")
+    for section in (data["data"], data["eval"]):
+        shards = section["shards"]
+        if shards is not None:
+            section["shards"] = _abs(shards) if isinstance(shards, str) else [_abs(p) for p in shards]
+    data["data"]["fss_split_dir"] = _abs(data["data"]["fss_split_dir"])
+    data["prior"] = _abs(data["prior"])
+    data["episodes_dir"] = _abs(data["episodes_dir"])
+    data["fit"]["storage_path"] = _abs(data["fit"]["storage_path"])
+    if data["fit"]["cache"]["dir"]:
+        data["fit"]["cache"]["dir"] = _abs(data["fit"]["cache"]["dir"])
+    return FewShotConfig.model_validate(data)
+
+
+def fold_split(cfg: FewShotConfig, fold: int, class_index: Mapping[Any, Any]) -> tuple[list[int], list[int]]:
+    """(base, novel) class ids of a fold, from the platform's split (``glocon.data.folds``)."""
+    d = cfg.data
+    present = sorted(int(c) for c in class_index)
+    if d.novel_classes is not None:
+        novel = sorted(d.novel_classes)
+        base = sorted(d.base_classes) if d.base_classes is not None else [c for c in present if c not in set(novel)]
+        return base, novel
+    from glocon.data import folds
+
+    if d.benchmark == "fss":
+        if not d.fss_split_dir:
+            raise ConfigError("data.fss_split_dir: FSS-1000 needs HSNet's split folder (trn/val/test.txt)")
+        return folds.base_classes("fss", "trn", split_dir=d.fss_split_dir), folds.novel_classes("fss", "test", split_dir=d.fss_split_dir)
+    novel = folds.novel_classes(d.benchmark, fold, coco_mode=d.coco_split)
+    base = folds.base_classes(d.benchmark, fold, coco_mode=d.coco_split)
+    return base, novel
+
+
+def folds_of(cfg: FewShotConfig) -> list[int]:
+    return [0] if cfg.data.benchmark == "fss" else list(cfg.data.folds)
+
+
+def resolve_device(cfg: FewShotConfig) -> torch.device:
+    from glocon.device import pick_device
+
+    return pick_device(cfg.device)
+
+
+def load_prior(path: str | None) -> Any:
+    if not path:
+        return None
+    from glocon.models.prior import load_prior_extractor
+
+    return load_prior_extractor(path)
+
+
+def build(plugin: Any, cfg: FewShotConfig, prior_path: str | None = None) -> torch.nn.Module:
+    """plugin.build_model(validated model config, loaded prior or None)."""
+    model_cfg = plugin.make_config(cfg.model, f"model ({plugin.name})")
+    return plugin.build_model(model_cfg, load_prior(prior_path if prior_path is not None else cfg.prior))
+
+
+def class_names(source: Any) -> dict[str, str]:
+    names = getattr(source, "class_names", None)
+    if callable(names):
+        names = names()
+    return {str(k): str(v) for k, v in (names or {}).items()}

@@ -1,0 +1,129 @@
+"""What a fit leaves on disk: its run folders, checkpoints of the trainable state, and the
+``model.pt`` evaluation loads. One model per (fold, shots): ``<storage>/<name>-fold<f>-<K>shot/``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from glocon.errors import CheckpointError
+from glocon.fewshot.config import FewShotConfig
+
+MODEL_FORMAT = "glocon.fewshot_model/v1"
+STATE_FORMAT = "glocon.fewshot_state/v1"
+FIT_STATE_KEYS = ("model", "optimizer", "scheduler", "step", "fold")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The part of the state a fit changes: every trainable parameter, plus the buffers (BatchNorm
+    statistics) of the modules that own one. Frozen backbones and the prior stay out."""
+    model = unwrap(model)
+    ids = {id(p) for p in model.trainable_parameters()}
+    owners: set[str] = set()
+    keep: set[str] = set()
+    for name, p in model.named_parameters():
+        if id(p) in ids:
+            keep.add(name)
+            owners.add(name.rsplit(".", 1)[0] if "." in name else "")
+    for name, _ in model.named_buffers():
+        if (name.rsplit(".", 1)[0] if "." in name else "") in owners:
+            keep.add(name)
+    keep |= set(getattr(model, "fit_buffers", lambda: [])())  # e.g. frozen BatchNorm statistics fit moved
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in keep}
+
+
+def load_trainable_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    own = unwrap(model).state_dict()
+    unknown = [k for k in state if k not in own]
+    if unknown:
+        raise CheckpointError(f"{where}: {len(unknown)} tensors do not belong to this model, e.g. {unknown[:3]} (another plugin or model config?)")
+    bad = [k for k, v in state.items() if tuple(own[k].shape) != tuple(v.shape)]
+    if bad:
+        raise CheckpointError(f"{where}: shape mismatch for {bad[:3]} (model config differs from the one trained)")
+    unwrap(model).load_state_dict(dict(state), strict=False)
+
+
+def run_name(cfg: FewShotConfig, fold: int, shots: int) -> str:
+    return f"{cfg.fit.name}-fold{fold}-{shots}shot"
+
+
+def run_dir(cfg: FewShotConfig, fold: int, shots: int) -> Path:
+    return Path(cfg.fit.storage_path) / run_name(cfg, fold, shots)
+
+
+def model_path(cfg: FewShotConfig, fold: int, shots: int) -> Path:
+    return run_dir(cfg, fold, shots) / "model.pt"
+
+
+def save_model_file(path: Path, plugin: Any, cfg: FewShotConfig, fold: int, shots: int, state: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Path:
+    from glocon.train.checkpoint import save_tensors
+
+    payload = {
+        "format": MODEL_FORMAT, "plugin": plugin.name, "model": json.dumps(cfg.model, sort_keys=True), "fold": fold, "shots": shots,
+        "state": dict(state), "info": json.dumps(dict(info), default=str),
+    }  # fmt: skip
+    return save_tensors(path, payload)
+
+
+def load_model_file(path: Path, plugin: Any, fold: int, shots: int | None = None) -> dict[str, Any]:
+    from glocon.train.checkpoint import load_tensors
+
+    payload = load_tensors(path)
+    if payload.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path}: expected format {MODEL_FORMAT!r}, got {payload.get('format')!r}")
+    if payload.get("plugin") != plugin.name:
+        raise CheckpointError(f"{path}: trained by plugin {payload.get('plugin')!r}, not {plugin.name!r}")
+    if int(payload.get("fold", -1)) != fold:
+        raise CheckpointError(f"{path}: trained for fold {payload.get('fold')}, evaluated on fold {fold}; novel classes would leak")
+    return payload
+
+
+def weights_for(cfg: FewShotConfig, fold: int, shots: int) -> Path:
+    """The model.pt that scores ``shots``-shot episodes of ``fold``: that shot count's own model
+    (PFENet trains one per shot), or the only one fit trained (HSNet's protocol: a 1-shot model
+    scores 1- and 5-shot), or ``eval.weights`` (a file, or a folder of ``fold<f>-<K>shot/model.pt``)."""
+    if cfg.eval.weights:
+        p = Path(cfg.eval.weights)
+        return p / f"fold{fold}-{shots}shot" / "model.pt" if p.is_dir() else p
+    own = model_path(cfg, fold, shots)
+    if own.is_file() or len(cfg.fit.shots) != 1:
+        return own
+    return model_path(cfg, fold, cfg.fit.shots[0])
+
+
+def load_fit_state(folder: Path) -> dict[str, Any]:
+    """One fit checkpoint's ``state.pt``, checked: its format and keys, or a ``CheckpointError``
+    naming the file (``load_resumable`` then tries the next older checkpoint)."""
+    from glocon.train.checkpoint import load_tensors
+
+    path = Path(folder) / "state.pt"
+    state = load_tensors(path)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint {path}: expected format {STATE_FORMAT!r}, got {got!r}")
+    missing = [k for k in FIT_STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: missing {missing}")
+    if not (Path(folder) / "metrics.json").is_file():
+        raise CheckpointError(f"checkpoint {Path(folder) / 'metrics.json'}: missing")
+    return state
+
+
+def checkpoint_folder(result: Any, folder: Path) -> Path:
+    """The run's latest checkpoint: Ray's result, else the newest checkpoint-step* folder (a
+    rerun of a finished run trains nothing and reports nothing new)."""
+    ckpt = getattr(result, "checkpoint", None)
+    if ckpt is not None:
+        return Path(ckpt.path) if os.path.isdir(ckpt.path) else Path(ckpt.to_directory())
+    found = sorted(folder.glob("checkpoint-step*"))
+    if not found:
+        raise CheckpointError(f"fit: no checkpoint under {folder} (the run reported none)")
+    return found[-1]
