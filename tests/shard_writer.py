@@ -28,3 +28,26 @@ def write_sample_shards(folder: Path, samples: list[Sample], per_shard: int, pre
                         totals={"records": n, "samples": n, "shards": len(entries), "rejected": 0}, config={})
     manifest.save(folder)
     return manifest
+
+
+def write_embedded_shards(root: Path, split: str, n: int, size: int = 64, per_shard: int = 8) -> Path:
+    """Shards of the embedded layout's ``split`` (n images of ``size`` px) written in-process, no Ray,
+    through the shard writer's own sample code (``make_sample``): ``<root>/shards-<split>``."""
+    import warnings
+
+    from glocon.data.layouts import LayoutConfig, open_layout
+    from glocon.data.shards import BuildSpec, ShardsConfig, make_sample
+
+    data = LayoutConfig(layout="embedded", split=split, min_class_pixels=64, embedded={"n_images": n, "size": size, "cache_dir": str(root / "cache")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few images: the 5-shot coverage warning is expected
+        records = open_layout(data)
+    spec = BuildSpec.from_config(ShardsConfig(data=data, out_dir=str(root), longest_side=size, superpixels={"slic": {"n_segments": 16}}))
+    samples = [make_sample(r, spec) for r in records]
+    classes: dict[int, list[str]] = {}
+    for s in samples:
+        for c in s.classes:
+            classes.setdefault(int(c), []).append(s.key)
+    folder = root / f"shards-{split}"
+    write_sample_shards(folder, samples, per_shard=per_shard, prefix=split, classes=classes)
+    return folder

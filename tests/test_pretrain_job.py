@@ -154,3 +154,17 @@ def test_run_summary_sets_each_loss_beside_its_chance_level():
     assert s["L_global_chance"] == pytest.approx(math.log(257)) and s["L_global_vs_chance"] == pytest.approx(3.0 / math.log(257))
     assert s["L_local_chance"] == pytest.approx(math.log(513))  # half full: 512 real negatives
     assert s["patches_per_image"] == pytest.approx(10.5) and s["steps"] == 40
+
+
+@pytest.mark.slow
+def test_the_epoch_end_probe_reaches_the_dashboard_feed_and_the_epoch_metrics(tmp_path, ray_session):
+    from shard_writer import write_embedded_shards
+
+    train, val = write_embedded_shards(tmp_path, "train", 16), write_embedded_shards(tmp_path, "val", 8)
+    cfg = _cfg(train, tmp_path, "probed", "epochs=2", "probe.every_epochs=1", f"probe.val_shards={val}", "probe.input_size=64")
+    out = run_pretraining(cfg)
+    probes = [m for m in out.history if m.get("event") == "probe"]
+    assert [p["epoch"] for p in probes] == [0, 1] and all(0.0 <= p["retrieval_miou"] <= 1.0 for p in probes)
+    records = epoch_records(tmp_path, "probed")
+    assert [r.metrics["probe_retrieval_miou"] for r in records] == [p["retrieval_miou"] for p in probes]
+    assert out.summary(cfg)["patches_per_image"] > 0

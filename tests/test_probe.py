@@ -14,6 +14,7 @@ import torch
 from glocon.bank.stats import balanced_purity
 from glocon.probe import linear, priormap, retrieval
 from glocon.probe.metrics import auroc, class_iou, confusion, mean_std, miou
+from shard_writer import write_embedded_shards
 
 C = 4  # classes in the toy problems
 GRID = (4, 4)
@@ -201,32 +202,13 @@ def test_prior_map_alignment_recovers_a_linear_map_between_widths():
 
 
 # -- the job on tiny shards -------------------------------------------------------------------
-def _embedded_shards(root: Path, split: str, n: int) -> Path:
-    """Shards of the embedded layout written in-process (no Ray), through the writer's own sample code."""
-    import warnings
-
-    from glocon.data.layouts import LayoutConfig, open_layout
-    from glocon.data.shards import BuildSpec, ShardsConfig, make_sample
-    from shard_writer import write_sample_shards
-
-    data = LayoutConfig(layout="embedded", split=split, min_class_pixels=64, embedded={"n_images": n, "size": 64, "cache_dir": str(root / "cache")})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # few images: the 5-shot coverage warning is expected
-        records = open_layout(data)
-    spec = BuildSpec.from_config(ShardsConfig(data=data, out_dir=str(root), longest_side=64, superpixels={"slic": {"n_segments": 16}}))
-    samples = [make_sample(r, spec) for r in records]
-    folder = root / f"shards-{split}"
-    write_sample_shards(folder, samples, per_shard=8, prefix=split, classes={})
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from glocon.models.prior import PriorArch, PriorExtractor, save_export
     from glocon.io import atomic_write_json
 
     root = tmp_path_factory.mktemp("probe")
-    train, val = _embedded_shards(root, "train", 16), _embedded_shards(root, "val", 8)
+    train, val = write_embedded_shards(root, "train", 16), write_embedded_shards(root, "val", 8)
     run = root / "pretrain" / "run"
     torch.manual_seed(0)
     model = PriorExtractor(PriorArch(backbone="resnet18", output_stride=16, proj_dim=16))

@@ -276,3 +276,16 @@ def _all_classes_per_image(shard_dir: Path) -> dict[str, set[int]]:
                     classes |= {int(c) for c in np.unique(arr) if c not in (0, 255)}
                 out[meta["key"]] = classes
     return out
+
+
+def test_probe_objective_needs_no_plugin_and_defaults_to_a_held_out_share_of_the_pretraining_shards(tmp_path):
+    from glocon.tune.sweep import objective_name, prepare, probe_objective
+
+    cfg = SweepConfig.model_validate({
+        "pretrain": str(Path(__file__).resolve().parents[1] / "configs" / "pretrain-demo.yaml"), "pretrain_overrides": [f"data.shards={tmp_path / 'shards'}"],
+        "objective": {"kind": "probe", "probe": {"limit": 50}},
+    })  # fmt: skip
+    base, plugin_cfg = prepare(cfg)
+    assert plugin_cfg is None and objective_name(cfg) == "probe retrieval mIoU"
+    p = probe_objective(cfg, base)
+    assert p["train_shards"] == str((tmp_path / "shards").resolve()) and p["val_shards"] == "" and p["limit"] == 50
