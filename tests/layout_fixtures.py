@@ -12,6 +12,7 @@ drills) import these:
 - ``make_coco_subset(root, split)``, ``make_voc_ids_coco(root, split)``  instances JSONs that list
   a subset of COCO's categories / VOC's ids with labelme's ``_background_``
 - ``make_semantic(root) -> Path``   the ``semantic`` layout (CamVid-style): images + id masks + names
+- ``make_camvid(root) -> Path``     SegNet's CamVid folders (train/, trainannot/, classes.txt)
 - ``make_fss(root, n=2) -> (data_root, split_dir)``   FSS-1000 tree + HSNet-style class lists
 - ``make_hostile_images(folder) -> dict[name, Path]``  truncated JPEG, zero-byte, text-as-PNG, ...
 - ``write_bomb_png(path, w, h)``, ``add_symlink_loop(folder) -> Path``
@@ -328,6 +329,23 @@ def make_semantic(root: Path, n: int = 3) -> Path:
             _save_jpeg(image, root / "images" / f"{stem}.jpg")
         _save_png(semantic_source_mask(i), root / "masks" / f"{stem}.png", "L")
     (root / "classes.yaml").write_text("".join(f"{k}: {v}\n" for k, v in SEMANTIC_NAMES.items()))
+    return root
+
+
+CAMVID_NAMES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+                "Bicyclist", "Unlabelled"]  # SegNet's CamVid: ids 0..10, 11 = void
+
+
+def make_camvid(root: Path, n: int = 2) -> Path:
+    """SegNet's CamVid layout: ``train/*.png`` frames, ``trainannot/*.png`` masks of ids 0..11
+    (11 void, in a border), and ``classes.txt`` with one name per line. Returns ``root``."""
+    for i in range(n):
+        stem = f"0001TP_{6690 + 30 * i:06d}"
+        _save_png(np.asarray(_photo(140 + i)), root / "train" / f"{stem}.png")
+        ids = ((np.arange(H)[:, None] // 8 + np.arange(W)[None, :] // 8 + i) % 11).astype(np.uint8)
+        ids[:1], ids[-1:] = 11, 11
+        _save_png(ids, root / "trainannot" / f"{stem}.png", "L")
+    (root / "classes.txt").write_text("".join(n + "\n" for n in CAMVID_NAMES))
     return root
 
 

@@ -509,3 +509,33 @@ def test_rerun_rebuilds_a_shard_whose_bytes_changed_at_the_same_size(built, phot
     make_shards_from_records(photos, shards_config(out), dashboard=False)  # the repair the error names
     assert tree_bytes(out) == reference
     assert len(list(stream_samples(out))) == len(photos)
+
+
+def readme_camvid_overrides() -> list[str]:
+    """The overrides of README.md's CamVid ``make_shards`` command (continuation lines joined)."""
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if "jobs/make_shards.py" in ln and "data.layout=semantic" in ln]
+    return line.split("jobs/make_shards.py", 1)[1].split()
+
+
+@pytest.mark.slow
+def test_readme_camvid_command_writes_semantic_shards_with_the_mapping(ray_session, tmp_path, capsys):
+    from layout_fixtures import CAMVID_NAMES, make_camvid
+
+    root = make_camvid(tmp_path / "CamVid")
+    out = tmp_path / "camvid-shards"
+    # the README's command, pointed at the fixture instead of /data/CamVid
+    args = [f"data.root={root}" if a.startswith("data.root=") else f"out_dir={out}" if a.startswith("out_dir=") else a
+            for a in readme_camvid_overrides()]
+    assert "data.void_ids=[11]" in args and "data.background_id=null" in args
+    assert load_job().main(args + ["samples_per_shard=2", "superpixels.slic.n_segments=16"]) == 0
+    manifest = Manifest.load(out)
+    table = manifest.class_table
+    assert table.source_ids == {**{i: i + 1 for i in range(11)}, 11: 255} and 0 not in table.names
+    assert [table.names[i + 1] for i in range(11)] == CAMVID_NAMES[:11]
+    printed = capsys.readouterr().out
+    assert "0 -> 1 Sky" in printed and "11 -> 255 ignore" in printed
+    for key in manifest.keys():
+        source = np.asarray(Image.open(root / "trainannot" / (key.split("/")[-1] + ".png")))
+        mask = ShardIndex(manifest.root).get(key).mask  # 64x48 frames: below longest_side=480, kept as they are
+        assert np.array_equal(mask, np.where(source == 11, 255, source + 1).astype(np.uint8))
