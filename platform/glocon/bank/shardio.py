@@ -16,20 +16,23 @@ from typing import Iterator
 from glocon.data import readers
 from glocon.data.schema import Sample
 from glocon.errors import DataError
+from glocon.paths import resolve
 
 
 def shard_urls(spec: str) -> list[str]:
     """A folder of *.tar, a glob, a shard manifest (JSON), a single tar, or comma-separated tars -> sorted paths."""
     if not spec:
         raise DataError("shards: empty; expected a folder of .tar shards, a glob, a manifest or tar paths")
-    if "," in spec:
-        urls = [s.strip() for s in spec.split(",") if s.strip()]
-    elif any(c in spec for c in "*?["):
-        urls = sorted(glob.glob(spec))
-    elif spec.endswith(".tar"):
-        urls = [spec]
+    # every part resolved like any job path: against $GLOCON_SUBMIT_DIR under `ray job submit` (glocon.paths)
+    parts = [resolve(s.strip(), "shards") for s in spec.split(",") if s.strip()]
+    if len(parts) > 1:
+        urls = parts
+    elif any(c in parts[0] for c in "*?["):
+        urls = sorted(glob.glob(parts[0]))
+    elif parts[0].endswith(".tar"):
+        urls = parts
     else:
-        return readers.shard_urls(spec)  # folder or manifest: the manifest's order, empty shards left out
+        return readers.shard_urls(parts[0])  # folder or manifest: the manifest's order, empty shards left out
     missing = [u for u in urls if not os.path.isfile(u)]
     if not urls or missing:
         raise DataError(f"shards {spec!r}: no shard file found{f' ({missing[0]} is missing)' if missing else ''}; expected .tar shards")
