@@ -12,10 +12,14 @@ Measured in this process:
 - SLIC and FH milliseconds per 473 px image (one core);
 - reading: streaming decoded samples (image, mask, SLIC and FH maps) from the shards, against the
   baseline of reading the source folder (decode + resize to 473) and computing SLIC on the fly;
-  the ratio is stream_vs_folder_slic_speedup (goal >= 5x).
+  the ratio is stream_vs_folder_slic_speedup (goal >= 5x);
+- verification: one full epoch streamed with content verification (the default: every shard's
+  sha256 checked against the manifest, the cache cleared first, as in a fresh worker process)
+  against the same epoch with ``verify=False``, alternated and best-of-n; the ratio is
+  verify_overhead (goal <= 1.05).
 
 The machine is shared: the load average is printed, since parallel efficiency on 2 cores is only
-meaningful when nothing else competes for them. Headline figures are the last four lines.
+meaningful when nothing else competes for them. Headline figures are the last five lines.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from glocon.data.layouts import LayoutConfig, open_layout
+from glocon.data import verify
 from glocon.data.readers import stream_samples
 from glocon.data.shards import ShardsConfig, make_shards_from_records, resized_size
 from glocon.data.superpixels import fh_labels, slic_labels
@@ -112,6 +117,28 @@ def stream_ips(shard_dir: Path, repeats: int) -> float:
     return ips
 
 
+def epoch_seconds(shard_dir: Path, verified: bool) -> tuple[float, int]:
+    """One full epoch of decoded samples; a verified one starts with no hash cached (a fresh worker)."""
+    if verified:
+        verify.clear_cache()
+    t, n = time.perf_counter(), 0
+    for _ in stream_samples(shard_dir, verify=verified):
+        n += 1
+    return time.perf_counter() - t, n
+
+
+def verify_overhead(shard_dir: Path, repeats: int) -> float:
+    """Best verified epoch / best unverified epoch, the two alternated (load drifts; it only slows)."""
+    epoch_seconds(shard_dir, False)  # warm: page cache and imports, for both
+    on, off = [], []
+    for _ in range(repeats):
+        on.append(epoch_seconds(shard_dir, True)[0])
+        off.append(epoch_seconds(shard_dir, False)[0])
+    n = epoch_seconds(shard_dir, False)[1]
+    print(f"read   one epoch ({n} samples): verified {min(on):.3f} s, unverified {min(off):.3f} s (best of {repeats})", flush=True)
+    return min(on) / min(off)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(COCO128), help="the coco128 folder")
@@ -147,6 +174,7 @@ def main() -> None:
         n_base = min(24, len(records))
         base = folder_slic_ips(records, cfg, n_base)
         stream = stream_ips(tmp / "cpus1", repeats=3)
+        overhead = verify_overhead(tmp / "cpus1", repeats=9)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"build speed-up 2 vs 1 CPU = {ips2 / ips1:.2f}x; load average now {os.getloadavg()[0]:.2f}")
@@ -154,6 +182,7 @@ def main() -> None:
     print(f"slic_ms_per_image = {slic_ms:.1f}")
     print(f"fh_ms_per_image = {fh_ms:.1f}")
     print(f"stream_vs_folder_slic_speedup = {stream / base:.2f}")
+    print(f"verify_overhead = {overhead:.3f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ drills) import these:
 - ``make_coco_instances(root, split, ...) -> Path``  instances JSON: polygon, RLE (both kinds), crowd
 - ``make_coco_panoptic(root, split) -> Path``   panoptic JSON + RGB PNGs
 - ``make_coco_semantic(root, split, n=3) -> Path``  the coco128 layout (one image without a mask)
+- ``make_coco_subset(root, split)``, ``make_voc_ids_coco(root, split)``  instances JSONs that list
+  a subset of COCO's categories / VOC's ids with labelme's ``_background_``
+- ``make_semantic(root) -> Path``   the ``semantic`` layout (CamVid-style): images + id masks + names
+- ``make_camvid(root) -> Path``     SegNet's CamVid folders (train/, trainannot/, classes.txt)
 - ``make_fss(root, n=2) -> (data_root, split_dir)``   FSS-1000 tree + HSNet-style class lists
 - ``make_hostile_images(folder) -> dict[name, Path]``  truncated JPEG, zero-byte, text-as-PNG, ...
 - ``write_bomb_png(path, w, h)``, ``add_symlink_loop(folder) -> Path``
@@ -39,7 +43,20 @@ COCO_THING_IDS = [
     56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
     85, 86, 87, 88, 89, 90,
 ]
+COCO_THING_NAMES = [  # as COCO's own panoptic_val2017.json spells them
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+]
 COCO_STUFF = [(92, "banner"), (184, "tree-merged"), (200, "rug-merged")]
+VOC_NAMES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+             "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -208,7 +225,7 @@ COCO_HUGE_POLY = [50.0, 30.0, 1e7, 30.0, 1e7, 1e7, 50.0, 1e7]  # clipped to cols
 
 
 def coco_categories() -> list[dict]:
-    return [{"id": cid, "name": f"thing{cid}", "supercategory": "thing"} for cid in COCO_THING_IDS]
+    return [{"id": cid, "name": name, "supercategory": "thing"} for cid, name in zip(COCO_THING_IDS, COCO_THING_NAMES)]
 
 
 def make_coco_instances(
@@ -247,6 +264,91 @@ def make_coco_instances(
     return root
 
 
+def _write_instances(root: Path, split: str, categories: list[dict], boxes: list[tuple[int, tuple[int, int, int, int]]]) -> Path:
+    """One image ``000000000001.jpg`` whose annotations are boxes (category id, rows y0:y1, cols x0:x1)."""
+    _save_jpeg(_photo(40), root / split / "000000000001.jpg")
+    anns = [{"id": i + 1, "image_id": 1, "category_id": cid, "iscrowd": 0, "area": float((y1 - y0) * (x1 - x0)),
+             "segmentation": _rle_compressed(_box(y0, y1, x0, x1))} for i, (cid, (y0, y1, x0, x1)) in enumerate(boxes)]
+    data = {"images": [{"id": 1, "file_name": "000000000001.jpg", "height": H, "width": W}],
+            "annotations": anns, "categories": categories}
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return root
+
+
+SUBSET_BOXES = [(1, (0, 20, 0, 20)), (3, (20, 48, 0, 32)), (44, (0, 24, 40, 64))]  # person, car, bottle
+
+
+def make_coco_subset(root: Path, split: str = "val2017") -> Path:
+    """An instances JSON listing only person (1), car (3) and bottle (44), with their COCO names,
+    in an order that is neither id order nor name order; one box of each (``SUBSET_BOXES``)."""
+    names = dict(zip(COCO_THING_IDS, COCO_THING_NAMES))
+    cats = [{"id": cid, "name": names[cid], "supercategory": "thing"} for cid in (44, 1, 3)]
+    return _write_instances(root, split, cats, SUBSET_BOXES)
+
+
+VOC_IDS_BOXES = [(15, (0, 24, 0, 32)), (7, (24, 48, 32, 64)), (0, (0, 48, 48, 64))]  # person, car, _background_
+
+
+def make_voc_ids_coco(root: Path, split: str = "val2017") -> Path:
+    """labelme's COCO export of VOC-labelled photos: category 0 is ``_background_``, 1..20 are VOC's
+    classes by VOC id (15 person, 7 car); one box each, and a box of ``_background_`` over both."""
+    cats = [{"id": 0, "name": "_background_", "supercategory": None}]
+    cats += [{"id": i + 1, "name": n, "supercategory": None} for i, n in enumerate(VOC_NAMES)]
+    return _write_instances(root, split, cats, VOC_IDS_BOXES)
+
+
+# ---------------------------------------------------------------- semantic (CamVid-style)
+SEMANTIC_NAMES = {0: "unlabelled", 3: "road", 7: "car", 12: "pedestrian"}  # non-contiguous source ids
+SEMANTIC_VOID = 30
+SEMANTIC_MAP = {0: 0, 3: 1, 7: 2, 12: 3, SEMANTIC_VOID: 255}  # what glocon must make of them
+
+
+def semantic_source_mask(i: int) -> np.ndarray:
+    """(H, W) uint8 of source ids: background, the three classes in bands shifted by i, a void strip."""
+    m = np.zeros((H, W), dtype=np.uint8)
+    m[:, (4 + i) : 24] = 3
+    m[10:30, 24:44] = 7
+    m[30:, 44:] = 12
+    m[:, :2] = SEMANTIC_VOID
+    return m
+
+
+def make_semantic(root: Path, n: int = 3) -> Path:
+    """``root/images/<stem>.{jpg,png}`` + ``root/masks/<stem>.png`` + ``root/classes.yaml`` (``SEMANTIC_NAMES``).
+
+    Image extensions differ per file (jpg, png) and masks are PNGs of the source ids of
+    ``semantic_source_mask`` (void ``SEMANTIC_VOID``). Returns ``root``.
+    """
+    for i in range(n):
+        stem = f"frame{i:03d}"
+        image = _photo(120 + i)
+        if i % 2:
+            _save_png(np.asarray(image), root / "images" / f"{stem}.png")
+        else:
+            _save_jpeg(image, root / "images" / f"{stem}.jpg")
+        _save_png(semantic_source_mask(i), root / "masks" / f"{stem}.png", "L")
+    (root / "classes.yaml").write_text("".join(f"{k}: {v}\n" for k, v in SEMANTIC_NAMES.items()))
+    return root
+
+
+CAMVID_NAMES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+                "Bicyclist", "Unlabelled"]  # SegNet's CamVid: ids 0..10, 11 = void
+
+
+def make_camvid(root: Path, n: int = 2) -> Path:
+    """SegNet's CamVid layout: ``train/*.png`` frames, ``trainannot/*.png`` masks of ids 0..11
+    (11 void, in a border), and ``classes.txt`` with one name per line. Returns ``root``."""
+    for i in range(n):
+        stem = f"0001TP_{6690 + 30 * i:06d}"
+        _save_png(np.asarray(_photo(140 + i)), root / "train" / f"{stem}.png")
+        ids = ((np.arange(H)[:, None] // 8 + np.arange(W)[None, :] // 8 + i) % 11).astype(np.uint8)
+        ids[:1], ids[-1:] = 11, 11
+        _save_png(ids, root / "trainannot" / f"{stem}.png", "L")
+    (root / "classes.txt").write_text("".join(n + "\n" for n in CAMVID_NAMES))
+    return root
+
+
 # ---------------------------------------------------------------- COCO panoptic
 PANOPTIC_SEGMENTS = [  # (segment id, category id, iscrowd, rows y0:y1, cols x0:x1) of image 1
     (3226956, 1, 0, 0, 24, 0, 32),  # person -> 1
@@ -267,7 +369,7 @@ def make_coco_panoptic(root: Path, split: str = "val2017") -> Path:
     """
     ann_dir = root / "annotations"
     png_dir = ann_dir / f"panoptic_{split}"
-    cats = [{"id": c, "name": f"thing{c}", "isthing": 1, "supercategory": "thing"} for c in COCO_THING_IDS]
+    cats = [{"id": c, "name": n, "isthing": 1, "supercategory": "thing"} for c, n in zip(COCO_THING_IDS, COCO_THING_NAMES)]
     cats += [{"id": c, "name": n, "isthing": 0, "supercategory": "stuff"} for c, n in COCO_STUFF]
     images, anns = [], []
     for i in (1, 2):

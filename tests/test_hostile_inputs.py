@@ -161,7 +161,7 @@ def test_one_by_one_image_decodes_exactly_but_the_shard_writer_rejects_it_with_t
     record = folder_records["one.png"]
     assert np.asarray(record.load_image()).tolist() == [[[10, 20, 30]]]  # decoded exactly
     # Too small for superpixels: a documented rejection naming the size and the limit, never a crash in SLIC.
-    assert rejected_reason(record) == f"image is 1x1, smaller than min_side={SPEC.min_side}"
+    assert rejected_reason(record) == f"image {hostile['one_by_one']} is 1x1, smaller than min_side={SPEC.min_side}"
     with pytest.raises(DataError, match=rf"folder/one\.png \({re.escape(str(hostile['one_by_one']))}\): image is 1x1, expected at least 8 px"):
         load_record(record, min_side=8)
 
@@ -192,7 +192,8 @@ def test_mask_of_the_wrong_size_is_refused_naming_the_mask_file_and_both_sizes(t
     record = voc_record(root)
     with pytest.raises(DataError, match=rf"voc/2007_000001 \(mask {re.escape(str(png))}\): mask is 32x24 \(WxH\) but its image is 64x48; expected the same size"):
         load_record(record)
-    assert rejected_reason(record) == "mask size 32x24 differs from image size 64x48"
+    # the shard writer's rejection names both files, the mask first: it is the one at fault
+    assert rejected_reason(record) == f"mask size 32x24 differs from image size 64x48 (mask {png}, image {record.source})"
 
 
 def test_mask_with_class_ids_out_of_range_is_refused_naming_the_ids_and_the_range(tmp_path):
@@ -238,6 +239,34 @@ def test_coco_polygons_out_of_bounds_are_clipped_to_the_image_not_fatal(tmp_path
     assert abs(int((mask == 80).sum()) - (30 * 20 + 14 * 18)) <= 40
 
 
+def test_coco_json_listing_only_some_categories_keeps_coco_ids_not_compressed_ones(tmp_path):
+    from layout_fixtures import make_coco_subset
+
+    root = make_coco_subset(tmp_path)  # person (1), car (3), bottle (44) only
+    (record,) = open_layout(LayoutConfig(layout="coco", root=str(root), split="val2017"))
+    _, mask = load_record(record)
+    assert set(np.unique(mask).tolist()) == {0, 1, 3, 40}  # COCO-20i's ids; renumbering would give 1, 2, 3
+
+
+def test_coco_json_with_voc_ids_and_labelme_background_keeps_voc_ids_and_background_zero(tmp_path):
+    from layout_fixtures import make_voc_ids_coco
+
+    root = make_voc_ids_coco(tmp_path)  # category 0 is _background_, 1..20 are VOC's by VOC id
+    (record,) = open_layout(LayoutConfig(layout="coco", root=str(root), split="val2017"))
+    _, mask = load_record(record)
+    assert set(np.unique(mask).tolist()) == {0, 7, 15}  # car 7 and person 15, as in voc shards; not moved up by one
+
+
+def test_semantic_mask_with_an_undeclared_id_is_rejected_naming_the_mask_and_the_values(tmp_path):
+    from layout_fixtures import make_semantic
+
+    root = make_semantic(tmp_path)
+    records = {r.key: r for r in open_layout(LayoutConfig(layout="semantic", root=str(root), class_names="classes.yaml"))}
+    reason = rejected_reason(records["semantic/frame001"])  # void id 30 is not in data.void_ids here
+    mask = root / "masks" / "frame001.png"
+    assert reason.startswith(f"unreadable mask (mask {mask}: values [30] are neither named in {root / 'classes.yaml'} nor in data.void_ids")
+
+
 # ---------------------------------------------------------------------------------------------
 # folders
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +289,33 @@ def test_symlink_loop_is_skipped_and_logged_naming_the_link_without_duplicates(t
     assert any(str(link) in m and "symlink loop" in m for m in caplog.messages), caplog.messages
 
 
+def test_folder_whose_every_image_is_unreadable_fails_the_job_with_a_summary_naming_each_file(hostile, tmp_path, capsys):
+    import importlib.util
+
+    from glocon.data.shards import resolve_paths
+
+    folder = tmp_path / "all-bad"
+    folder.mkdir()
+    for name in ("truncated_jpeg", "zero_byte", "text_as_png", "bomb"):
+        shutil.copy(hostile[name], folder / hostile[name].name)
+    overrides = ["data.layout=folder", f"data.root={folder}", f"out_dir={tmp_path / 'out'}", "longest_side=64",
+                 "samples_per_shard=64", "superpixels.slic.n_segments=16"]
+    cfg = resolve_paths(load_config(ShardsConfig, None, overrides))
+    # The shard task, run here in-process as a Ray task would: the job then reuses its done-record and starts no Ray.
+    for plan in plan_shards(open_layout(cfg.data), cfg)[0]:
+        build_shard(plan, cfg.out_dir, BuildSpec.from_config(cfg))
+    spec = importlib.util.spec_from_file_location("make_shards_job", REPO / "jobs" / "make_shards.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert job.main(overrides) == 1  # not 0: no shard holds a sample
+    err = capsys.readouterr().err
+    assert err.startswith("error: all 4 inputs were rejected, no shard holds a sample")
+    for name in ("truncated.jpg", "zero.jpg", "text.png", "bomb.png"):
+        assert str(folder / name) in err, err
+    with pytest.raises(DataError, match=rf"shard manifest {re.escape(str(tmp_path / 'out' / 'manifest.json'))} lists no samples"):
+        stream_samples(tmp_path / "out")
+
+
 # ---------------------------------------------------------------------------------------------
 # shards
 # ---------------------------------------------------------------------------------------------
@@ -271,8 +327,12 @@ def test_tar_member_named_dotdot_is_refused_naming_the_shard_and_the_member(tmp_
         info.size = 2
         tf.addfile(info, io.BytesIO(b"{}"))
     pattern = rf"shard {re.escape(str(path))}: tar member '\.\./x' has an absolute path or '\.\.' \(refused\)"
-    with pytest.raises(DataError, match=pattern):
+    # the default stream refuses it before opening the tar (its bytes are not the manifest's) ...
+    with pytest.raises(DataError, match=rf"shard {re.escape(str(path))}: sha256 differs from the manifest's"):
         list(stream_samples([str(path)]))
+    # ... and, unverified, the member check still names the member
+    with pytest.raises(DataError, match=pattern):
+        list(stream_samples([str(path)], verify=False))
     with pytest.raises(DataError, match=pattern):
         ShardIndex(manifest.root)
     assert not (tmp_path / "x").exists() and not (tmp_path / "shards" / "x").exists()
@@ -305,10 +365,31 @@ def test_manifest_edited_by_hand_with_a_wrong_sha_is_caught_naming_the_shard(tmp
     data = json.loads(path.read_text())
     data["shards"][1]["sha256"] = "0" * 64
     path.write_text(json.dumps(data))
-    assert len(ShardIndex(path)) == 4  # the cheap check (sizes, members) still passes: the tars are intact
+    index = ShardIndex(path)
+    assert len(index) == 4  # the header scan (sizes, members) passes: the tars are intact
     shard = manifest.shard_path(manifest.shards[1].name)
-    with pytest.raises(DataError, match=rf"shard {re.escape(str(shard))}: sha256 differs from the manifest's"):
-        ShardIndex(path, verify=True)
+    assert index.get(manifest.shards[0].keys[0]).key == manifest.shards[0].keys[0]  # the other shard reads
+    with pytest.raises(DataError, match=rf"shard {re.escape(str(shard))}: sha256 differs from the manifest's .*Rerun make_shards"):
+        index.get(manifest.shards[1].keys[0])
+
+
+def test_shard_with_bytes_flipped_inside_a_member_at_the_same_size_is_refused_by_the_default_readers(tmp_path):
+    manifest = write_shards(tmp_path / "shards")
+    path = manifest.shard_path(manifest.shards[0].name)
+    key = manifest.shards[0].keys[1]
+    offset, size = scan_tar(path)[key.replace("/", "_")]["jpg"]
+    before = path.stat().st_size
+    with open(path, "r+b") as fh:  # 16 bytes inside the image member: the tar's size and headers do not change
+        fh.seek(offset + size // 2)
+        data = fh.read(16)
+        fh.seek(offset + size // 2)
+        fh.write(bytes(b ^ 0x5A for b in data))
+    assert path.stat().st_size == before
+    message = rf"shard {re.escape(str(path))}: sha256 differs from the manifest's \({re.escape(str(manifest.root / 'manifest.json'))} says .*Rerun make_shards"
+    with pytest.raises(DataError, match=message):
+        ShardIndex(manifest.root).get(key)  # what few-shot reads through
+    with pytest.raises(DataError, match=message):
+        next(iter(stream_samples(manifest.root)))  # what pretraining streams: refused before the tar is opened
 
 
 def test_episode_file_naming_a_key_not_in_the_shards_is_refused_naming_file_episode_and_key(tmp_path):
@@ -377,6 +458,39 @@ def test_tau_not_positive_is_refused_by_the_pretraining_and_sweep_configs(tau):
     sweep = load_sweep_config(None, [f"pretrain={CONFIGS / 'pretrain-demo.yaml'}", f"pretrain_overrides=['loss.tau={tau}']"])
     with pytest.raises(ConfigError, match=r"field 'loss\.tau': Input should be greater than 0"):
         base_pretrain_dict(sweep)
+
+
+def test_one_shard_for_two_ranks_is_refused_before_ray_starts_naming_samples_per_shard_and_num_workers(tmp_path):
+    import ray
+
+    from glocon.preflight import PreflightError
+    from glocon.train.config import PretrainConfig
+    from glocon.train.pretrain import run_pretraining
+
+    write_shards(tmp_path / "one", n=4, per_shard=4)
+    cfg = load_config(PretrainConfig, CONFIGS / "pretrain-demo.yaml", [f"data.shards={tmp_path / 'one'}", "num_workers=2",
+                                                                      "batch_size=2", f"storage_path={tmp_path / 'runs'}"])
+    with pytest.raises(PreflightError, match=r"data\.shards: 1 shard\(s\) cannot feed num_workers=2 ranks .*samples_per_shard=2 \(now 4\).*data\.resampled=true"):
+        run_pretraining(cfg)
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()  # failed before Ray and before any output
+
+
+def test_relative_path_inside_a_ray_job_copy_is_refused_naming_the_key_and_the_absolute_form(tmp_path, monkeypatch):
+    from glocon.paths import RAY_JOB_CONFIG_ENV, SUBMIT_DIR_ENV
+    from glocon.train.config import PretrainConfig
+    from glocon.train.pretrain import resolved
+
+    copy = tmp_path / "runtime_resources" / "working_dir_files" / "_ray_pkg_0123"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv(SUBMIT_DIR_ENV, raising=False)
+    monkeypatch.setenv(RAY_JOB_CONFIG_ENV, json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}}))
+    cfg = load_config(PretrainConfig, CONFIGS / "pretrain-demo.yaml", [])
+    with pytest.raises(ConfigError, match=r"storage_path=runs/pretrain is relative, and this Ray job runs in Ray's temporary copy .*storage_path=/path/to/your/checkout/runs/pretrain.*GLOCON_SUBMIT_DIR"):
+        resolved(cfg)
+    monkeypatch.setenv(SUBMIT_DIR_ENV, str(tmp_path / "gone"))
+    with pytest.raises(ConfigError, match=r"GLOCON_SUBMIT_DIR=.*gone: no such folder on this node"):
+        resolved(cfg)
 
 
 # ---------------------------------------------------------------------------------------------

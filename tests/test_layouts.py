@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from glocon.data.imageio import check_mask, image_size, load_record
-from glocon.data.layouts import LayoutConfig, open_layout
+from glocon.data.layouts import LayoutConfig, open_layout, open_layout_classes
 from glocon.data.layouts import coco, voc
 from glocon.data.record import class_pixels, classes_present
 from glocon.errors import ConfigError, DataError
@@ -28,10 +30,16 @@ from layout_fixtures import (
     add_symlink_loop,
     make_coco_instances,
     make_coco_panoptic,
+    SEMANTIC_MAP,
+    SEMANTIC_VOID,
     make_coco_semantic,
+    make_coco_subset,
     make_folder,
     make_fss,
+    make_semantic,
     make_voc,
+    make_voc_ids_coco,
+    semantic_source_mask,
     voc_mask,
 )
 
@@ -261,6 +269,110 @@ def test_coco_panoptic_segment_missing_from_json_is_a_data_error(tmp_path):
     r = by_key(LayoutConfig(layout="coco", root=str(root), split="val2017", coco_format="panoptic"))["coco/val2017/000000000002"]
     with pytest.raises(DataError, match=r"000000000002\.png: segment id 592137 is not in the JSON's segments_info"):
         r.load_mask()
+
+
+# ---------------------------------------------------------------- COCO category ids
+def test_coco_json_listing_a_subset_of_coco_categories_keeps_the_standard_ids(tmp_path):
+    from layout_fixtures import SUBSET_BOXES
+
+    root = make_coco_subset(tmp_path)
+    records, table = open_layout_classes(LayoutConfig(layout="coco", root=str(root), split="val2017"))
+    (record,) = records
+    m = record.load_mask()
+    for cid, want in ((1, 1), (3, 3), (44, 40)):  # person, car and bottle: COCO-20i's 1, 3, 40, not 1, 2, 3
+        y0, y1, x0, x1 = next(box for c, box in SUBSET_BOXES if c == cid)
+        assert (m[y0:y1, x0:x1] == want).any(), (cid, np.unique(m[y0:y1, x0:x1]))
+    assert set(np.unique(m).tolist()) == {0, 1, 3, 40}
+    assert table.scheme == "coco" and table.source_ids == {1: 1, 3: 3, 44: 40}
+    assert len(table.names) == 80 and table.names[40] == "bottle" and record.extra["max_class"] == 80
+    assert "COCO's standard 80" in table.describe() and "44 -> 40 bottle" in table.describe()
+
+
+def test_coco_json_with_voc_ids_and_a_background_category_maps_by_name_with_background_zero(tmp_path):
+    from layout_fixtures import VOC_IDS_BOXES, VOC_NAMES
+
+    root = make_voc_ids_coco(tmp_path)
+    records, table = open_layout_classes(LayoutConfig(layout="coco", root=str(root), split="val2017"))
+    m = records[0].load_mask()
+    boxes = dict(VOC_IDS_BOXES)
+    y0, y1, x0, x1 = boxes[15]
+    assert (m[y0:y1, x0:x1] == 15).all()  # person is 15, as in the voc shards of the same photos (not 16)
+    y0, y1, x0, x1 = boxes[7]
+    assert (m[y0:y1, x0:48] == 7).all()  # car is 7; the _background_ box over it paints nothing
+    assert set(np.unique(m).tolist()) == {0, 7, 15}
+    assert table.scheme == "by_name" and table.source_ids[0] == 0 and table.names[0] == "_background_"
+    assert {table.source_ids[i + 1]: table.names[table.source_ids[i + 1]] for i in range(20)} == {i + 1: n for i, n in enumerate(VOC_NAMES)}
+    assert records[0].extra["max_class"] == 20
+    text = table.describe()
+    assert "by category name" in text and "15 -> 15 person" in text and "0 -> 0 _background_" in text
+
+
+def test_coco_category_names_decide_standard_or_by_name_whatever_the_json_order(tmp_path):
+    cats = [{"id": 3, "name": "Car"}, {"id": 1, "name": "person"}]  # COCO's ids and names (case aside)
+    mapping, table = coco.category_classes(cats, tmp_path / "x.json")
+    assert mapping == {1: 1, 3: 3} and table.scheme == "coco"
+    renamed = [{"id": 3, "name": "auto"}, {"id": 1, "name": "human"}, {"id": 9, "name": "auto"}]  # not COCO's names
+    mapping, table = coco.category_classes(renamed, tmp_path / "x.json")
+    assert mapping == {3: 1, 9: 1, 1: 2} and table.names == {1: "auto", 2: "human"}  # sorted by name, merged
+    with pytest.raises(DataError, match=r"x\.json: category 5 has no 'name'"):
+        coco.category_classes([{"id": 5}], tmp_path / "x.json")
+
+
+# ---------------------------------------------------------------- semantic (any labelled set)
+def semantic_cfg(root, **kw) -> LayoutConfig:
+    return LayoutConfig(layout="semantic", root=str(root), class_names="classes.yaml", void_ids=[SEMANTIC_VOID], **kw)
+
+
+def test_semantic_layout_remaps_non_contiguous_ids_background_and_void(tmp_path):
+    root = make_semantic(tmp_path)
+    records, table = open_layout_classes(semantic_cfg(root))
+    assert [r.key for r in records] == ["semantic/frame000", "semantic/frame001", "semantic/frame002"]
+    assert {Path(r.source).suffix for r in records} == {".jpg", ".png"}  # matched by stem, any extension
+    lut = np.vectorize(SEMANTIC_MAP.__getitem__)
+    for i, r in enumerate(records):
+        got = r.load_mask()
+        assert got.dtype == np.uint8 and np.array_equal(got, lut(semantic_source_mask(i)).astype(np.uint8))
+        assert r.extra["max_class"] == 3 and r.load_image().size == (W, H)
+    assert table.source_ids == SEMANTIC_MAP
+    assert table.names == {0: "unlabelled", 1: "road", 2: "car", 3: "pedestrian"}
+    pickle.loads(pickle.dumps(records))
+
+
+@pytest.mark.parametrize("style", ["text", "yaml_list"])
+def test_semantic_class_names_may_be_one_per_line_or_a_yaml_list(tmp_path, style):
+    root = make_semantic(tmp_path)
+    names = [f"c{i}" for i in range(13)]  # ids 0..12 by position
+    path = root / ("names.txt" if style == "text" else "names.yml")
+    path.write_text("\n".join(names) + "\n\n" if style == "text" else "".join(f"- {n}\n" for n in names))
+    cfg = LayoutConfig(layout="semantic", root=str(root), class_names=path.name, background_id=None, void_ids=[SEMANTIC_VOID])
+    (r, *_), table = open_layout_classes(cfg)
+    assert table.source_ids[0] == 1 and table.source_ids[12] == 13 and 0 not in table.names  # no background class
+    assert np.array_equal(np.unique(r.load_mask()), [1, 4, 8, 13, 255])
+
+
+def test_semantic_mask_value_neither_named_nor_void_is_an_error_naming_the_mask(tmp_path):
+    root = make_semantic(tmp_path)
+    recs = by_key(LayoutConfig(layout="semantic", root=str(root), class_names="classes.yaml"))  # void 30 not declared
+    mask = root / "masks" / "frame000.png"
+    with pytest.raises(DataError, match=rf"mask {re.escape(str(mask))}: values \[30\] are neither named in .*classes\.yaml nor in data\.void_ids"):
+        recs["semantic/frame000"].load_mask()
+
+
+def test_semantic_layout_settings_that_cannot_work_are_errors_naming_the_key(tmp_path):
+    root = make_semantic(tmp_path)
+    with pytest.raises(ConfigError, match="data.class_names is not set"):
+        open_layout(LayoutConfig(layout="semantic", root=str(root)))
+    with pytest.raises(ConfigError, match=r"data\.background_id=0 is also in data\.void_ids"):
+        open_layout(semantic_cfg(root, background_id=0).model_copy(update={"void_ids": [0]}))
+    with pytest.raises(DataError, match=r"data\.mask_dir=labels: .*labels is not a folder"):
+        open_layout(semantic_cfg(root, mask_dir="labels"))
+    (root / "masks" / "orphan.png").write_bytes((root / "masks" / "frame000.png").read_bytes())
+    with pytest.raises(DataError, match=r"mask .*orphan\.png has no image in .*images"):
+        open_layout(semantic_cfg(root))
+    (root / "masks" / "orphan.png").unlink()
+    (root / "images" / "frame000.png").write_bytes((root / "images" / "frame001.png").read_bytes())
+    with pytest.raises(DataError, match=r"images .*frame000\.jpg and .*frame000\.png share the stem 'frame000'"):
+        open_layout(semantic_cfg(root))
 
 
 # ---------------------------------------------------------------- coco128-style semantic PNGs

@@ -1,5 +1,6 @@
-"""The pretraining job as its own process with its own Ray: ``ray job submit`` to a local head,
-and a drill that kills the driver with SIGKILL and reruns the same command.
+"""The pretraining job as its own process with its own Ray: the README's ``ray job submit``
+commands (pretraining and sweep) run verbatim against a local head, and a drill that kills the
+driver with SIGKILL and reruns the same command.
 
 In a module of their own, with no Ray in the pytest process, so that the cluster each test
 starts is the only Ray on the machine while it runs. Each test ends exactly the Ray processes it
@@ -8,14 +9,17 @@ started (``tests/ray_procs.py``), never others.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -23,9 +27,11 @@ import torch
 from glocon.models.prior import load_prior_extractor, read_export
 from glocon.train.pretrain import METRICS_LOG
 
+from inprocess_shards import make_shards_in_process
 from ray_procs import free_port, stop_processes_naming
 
 REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
 
 
 def _started_runs(log: Path) -> list[dict]:
@@ -89,30 +95,28 @@ def test_driver_killed_with_sigkill_then_the_same_command_resumes_from_its_last_
     assert read_export(run_dir / "prior.pt")["extra"]["step"] == 24  # 64 images / 8 per step x 3 epochs
 
 
-@pytest.mark.slow
-@pytest.mark.realdata
-def test_ray_job_submit_against_a_local_head_runs_the_job_end_to_end(photo_shards, no_ray_in_process, tmp_path):
+def readme_submit_commands() -> dict[str, str]:
+    """README.md's ``ray job submit`` commands, continuation lines joined, by the job script they run."""
+    commands: dict[str, str] = {}
+    for block in re.findall(r"```\n(.*?)```", README.read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if "ray job submit" in line:
+                script = re.search(r"jobs/(\w+)\.py", line).group(1)
+                assert script not in commands, f"README.md: two `ray job submit` commands run jobs/{script}.py"
+                commands[script] = " ".join(line.split())
+    return commands
+
+
+@contextlib.contextmanager
+def local_head(temp: Path) -> Iterator[dict[str, str]]:
+    """A Ray head on 127.0.0.1 with free ports and its own temp dir; yields the environment in which
+    ``ray job`` commands reach its job server. Ends exactly its own processes (tests/ray_procs.py)."""
     venv_bin = Path(sys.executable).parent
-    ray_cli = str(venv_bin / "ray")
     env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
     env.pop("RAY_ADDRESS", None)
-    temp = Path(f"/tmp/gjs-{os.getpid()}")
     port, dash = free_port(), free_port()
-    storage = tmp_path / "runs"
-    config = tmp_path / "job.yaml"
-    config.write_text(
-        "\n".join(
-            [
-                "name: submitted", f"storage_path: {storage}", "epochs: 1", "batch_size: 8", "num_workers: 2",
-                "use_gpu: false", "model: {backbone: resnet18, hidden_dim: 64}",
-                f"data: {{shards: {photo_shards}, image_size: 64, shuffle_buffer: 8, samples_per_epoch: 16}}",
-                "loss: {queue_global: 16, queue_local: 64, max_patches: 4, min_patch_area: 0.25}",
-                "checkpoint: {every_steps: 2}",
-            ]
-        )
-    )  # fmt: skip
     start = [
-        ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+        str(venv_bin / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
         "--port", str(port), "--dashboard-port", str(dash), "--temp-dir", str(temp), "--num-cpus", "2",
         "--include-dashboard", "true", "--disable-usage-stats",
         # Other Ray heads may run on this machine: give every fixed-default port a free one.
@@ -120,26 +124,135 @@ def test_ray_job_submit_against_a_local_head_runs_the_job_end_to_end(photo_shard
                            "--metrics-export-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port")
           for arg in (flag, str(free_port()))],
     ]  # fmt: skip
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
     try:
-        submit_env = dict(env, RAY_AUTH_MODE="token")  # ray 2.60: token auth is on; the client must send the token
-        submit = [
-            ray_cli, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(REPO),
-            "--", "python", "jobs/pretrain.py", "--config", str(config), "log_every_s=1",
-        ]  # fmt: skip
-        deadline = time.time() + 300  # generous: on a loaded 2-core machine the agent took > 120 s
-        while True:  # the head's job agent comes up a little after `ray start` returns
-            job = subprocess.run(submit, env=submit_env, capture_output=True, text=True, timeout=600)
-            not_ready = "No available agent" in job.stderr or "Connection refused" in job.stderr
-            if job.returncode == 0 or not not_ready or time.time() > deadline:
-                break
-            time.sleep(3)
-        log = job.stdout + job.stderr
-        assert job.returncode == 0, log[-4000:]
-        assert "succeeded" in log and "export:" in log, log[-4000:]
-        assert "[pretrain submitted]" in log and "loss=" in log  # plain dashboard lines, not a TTY
-        export = storage / "submitted" / "prior.pt"
-        assert torch.load(export, map_location="cpu", weights_only=True)["extra"]["step"] == 2
+        subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
+        # what the README exports: the job server `ray job submit` talks to (here on a free port)
+        yield dict(env, RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{dash}")
     finally:
         stop_processes_naming(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def submit(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a README command line verbatim (bash, in ``cwd``), retrying while the job agent starts."""
+    deadline = time.time() + 300  # generous: on a loaded 2-core machine the agent took > 120 s
+    while True:  # the head's job agent comes up a little after `ray start` returns
+        job = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+        not_ready = "No available agent" in job.stderr or "Connection refused" in job.stderr
+        if job.returncode == 0 or not not_ready or time.time() > deadline:
+            return job
+        time.sleep(3)
+
+
+def checkout(root: Path, coco128: Path, n_images: int) -> Path:
+    """What a user's clone holds for these commands: jobs/, configs/, .gitignore (so runs/ is not
+    uploaded, as in a real clone) and make_shards output in runs/demo/shards (64 px coco128 photos)."""
+    from glocon.config import validate_config
+    from glocon.data.shards import ShardsConfig
+
+    root.mkdir(parents=True)
+    for name in ("jobs", "configs"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    make_shards_in_process(validate_config(ShardsConfig, {
+        "data": {"layout": "coco", "root": str(coco128), "split": "val2017", "coco_format": "semantic_png", "limit": n_images},
+        "out_dir": str(root / "runs" / "demo" / "shards"), "samples_per_shard": 4, "longest_side": 64,
+    }))  # fmt: skip
+    return root
+
+
+TINY_PRETRAIN = """\
+# tests/test_pretrain_own_ray.py: configs/pretrain-demo.yaml at test size (same name, same relative paths)
+name: pretrain-demo
+storage_path: runs/pretrain
+epochs: 1
+batch_size: 8
+num_workers: 2
+use_gpu: false
+max_failures: 0
+model: {backbone: resnet18, hidden_dim: 64}
+data: {shards: runs/demo/shards, image_size: 64, shuffle_buffer: 8, samples_per_epoch: 32}
+loss: {queue_global: 16, queue_local: 64, max_patches: 4, min_patch_area: 0.25}
+checkpoint: {every_steps: 2}
+log_every_s: 1
+"""
+
+
+def no_outputs_in_rays_copies(temp: Path) -> None:
+    """Nothing was written inside Ray's uploaded copies of the working dir (they die with the session)."""
+    copies = list(temp.glob("session_*/runtime_resources/working_dir_files/*"))
+    assert copies, f"no working_dir copy under {temp}: did the job run from one?"
+    assert not [c for c in copies if (c / "runs").exists()], copies
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_readme_ray_job_submit_for_pretraining_keeps_its_export_and_a_second_submission_resumes(coco128, no_ray_in_process, tmp_path):
+    command = readme_submit_commands()["pretrain"]
+    assert "--working-dir ." in command and "GLOCON_SUBMIT_DIR" in command
+    work = checkout(tmp_path / "clone", coco128, n_images=16)
+    config = work / "configs" / "pretrain-demo.yaml"
+    config.write_text(TINY_PRETRAIN + "stop_at_step: 2\n")  # the first submission stops after its step-2 checkpoint
+    run_dir = work / "runs" / "pretrain" / "pretrain-demo"
+    assert "`runs/pretrain/pretrain-demo/prior.pt`" in README.read_text()  # where the README says the export lands
+    temp = Path(f"/tmp/gjs-{os.getpid()}")
+    with local_head(temp) as env:
+        first = submit(command, work, env)
+        log = first.stdout + first.stderr
+        assert first.returncode == 0 and "succeeded" in log, log[-4000:]
+        assert "[pretrain pretrain-demo]" in log and "loss=" in log  # plain dashboard lines, not a TTY
+        assert read_export(run_dir / "prior.pt")["extra"]["step"] == 2
+        config.write_text(TINY_PRETRAIN)  # a file changed: Ray uploads a new copy, the run must still resume
+        second = submit(command, work, env)
+        log = second.stdout + second.stderr
+        assert second.returncode == 0 and "succeeded" in log, log[-4000:]
+        no_outputs_in_rays_copies(temp)
+    assert [s["resumed_from_step"] for s in _started_runs(run_dir / METRICS_LOG)] == [-1, 2]
+    assert torch.load(run_dir / "prior.pt", map_location="cpu", weights_only=True)["extra"]["step"] == 4
+
+
+TINY_SWEEP = """\
+# tests/test_pretrain_own_ray.py: configs/sweep-table6.yaml at test size (same name, same relative paths)
+name: sweep-table6
+storage_path: runs/sweeps
+pretrain: configs/pretrain-demo.yaml
+pretrain_overrides: [epochs=1, num_workers=1, batch_size=4, data.samples_per_epoch=8]
+space:
+  loss_weights: [{global: 1.0, local: 1.0}]
+objective:
+  plugin: proto
+  config:
+    data: {shards: runs/demo/shards, benchmark: coco, folds: [1]}
+    image_size: 64
+    device: cpu
+    objective: {fold: 1, episodes: 6, shots: 1}
+asha: {enabled: false}
+resources: {workers_per_trial: 1, driver_cpus: 1, max_concurrent_trials: 1}
+dashboard: false
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_readme_ray_job_submit_for_a_sweep_keeps_its_folder_and_a_second_submission_resumes(coco128, no_ray_in_process, tmp_path):
+    command = readme_submit_commands()["sweep"]
+    assert "--working-dir ." in command and "GLOCON_SUBMIT_DIR" in command
+    work = checkout(tmp_path / "clone", coco128, n_images=24)
+    (work / "configs" / "pretrain-demo.yaml").write_text(TINY_PRETRAIN)
+    (work / "configs" / "sweep-table6.yaml").write_text(TINY_SWEEP)
+    exp_dir = work / "runs" / "sweeps" / "sweep-table6"
+    assert "`runs/sweeps/sweep-table6/`" in README.read_text()
+    temp = Path(f"/tmp/gjsw-{os.getpid()}")
+    with local_head(temp) as env:
+        first = submit(command, work, env)
+        log = first.stdout + first.stderr
+        assert first.returncode == 0 and "succeeded" in log, log[-4000:]
+        results = json.loads((exp_dir / "results.json").read_text())
+        assert results["restored"] is False and [t["status"] for t in results["trials"]] == ["done"]
+        assert list((exp_dir / "trains").glob("trial-*/checkpoint-step*"))  # the trial's Train run is here too
+        second = submit(command, work, env)
+        log = second.stdout + second.stderr
+        assert second.returncode == 0 and "(resumed)" in log, log[-4000:]
+        no_outputs_in_rays_copies(temp)
+    results = json.loads((exp_dir / "results.json").read_text())
+    assert results["restored"] is True and [t["status"] for t in results["trials"]] == ["done"]

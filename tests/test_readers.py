@@ -17,7 +17,7 @@ import pytest
 
 from glocon.data.readers import ShardIndex, check_tar_end, scan_tar, shard_urls, stream_samples, unsafe_member
 from glocon.data.schema import Sample
-from glocon.data.shards import MANIFEST_NAME, Manifest
+from glocon.data.shards import MANIFEST_NAME, Manifest, Rejection
 from glocon.errors import DataError
 
 from shard_writer import write_sample_shards
@@ -209,3 +209,105 @@ def test_shard_urls_from_folder_manifest_or_plain_tars(shard_set, tmp_path):
         shard_urls(tmp_path)
     with pytest.raises(DataError, match="not found"):
         shard_urls(tmp_path / "nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# content verification (on by default)
+# ---------------------------------------------------------------------------------------------
+def flip_member_bytes(path: Path, key: str, suffix: str = "jpg", n: int = 16) -> None:
+    """Invert ``n`` bytes in the middle of one member's data, in place: same size, same headers."""
+    offset, size = scan_tar(path)[key][suffix]
+    with open(path, "r+b") as fh:
+        fh.seek(offset + size // 2)
+        data = fh.read(n)
+        fh.seek(offset + size // 2)
+        fh.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_default_readers_refuse_a_shard_whose_member_bytes_changed_at_the_same_size(shard_set):
+    manifest, samples = shard_set
+    path = manifest.shard_path(manifest.shards[1].name)
+    victim = manifest.shards[1].keys[0]
+    before, size = ShardIndex(manifest.root, verify=False).get(victim).image, path.stat().st_size
+    flip_member_bytes(path, victim.replace("/", "_"))
+    assert path.stat().st_size == size and check_tar_end(path) is None  # nothing a size or header check could see
+    message = rf"shard {path}: sha256 differs from the manifest's .*Rerun make_shards"
+    index = ShardIndex(manifest.root)  # headers still scan
+    with pytest.raises(DataError, match=message):
+        index.get(victim)
+    with pytest.raises(DataError, match=message):
+        list(stream_samples(manifest.root))
+    with pytest.raises(DataError, match=message):
+        list(stream_samples([str(path)]))  # a url list is checked against its folder's manifest
+    # verify=False is the explicit opt-out: it reads the changed image (here a visibly different one)
+    changed = ShardIndex(manifest.root, verify=False).get(victim).image
+    assert changed.shape == before.shape and (changed != before).any()
+    assert len(list(stream_samples(manifest.root, verify=False))) == len(samples)
+    assert index.get(manifest.shards[0].keys[0]).key == manifest.shards[0].keys[0]  # other shards still read
+
+
+def test_each_shard_is_hashed_once_per_process_until_the_file_changes(shard_set, monkeypatch):
+    from glocon.data import verify
+
+    manifest, samples = shard_set
+    verify.clear_cache()
+    hashed: list[str] = []
+    real = verify.sha256_file
+    monkeypatch.setattr(verify, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    for _ in range(3):  # three passes, as a training worker makes
+        assert len(list(stream_samples(manifest.root))) == len(samples)
+    index = ShardIndex(manifest.root)
+    for s in samples:
+        index.get(s.key)
+    assert sorted(hashed) == sorted(s.name for s in manifest.shards)  # once each, shared by both readers
+    shard = manifest.shard_path(manifest.shards[0].name)
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 1_000_000_000))  # touched: hash again
+    index.get(manifest.shards[0].keys[0])
+    assert hashed.count(shard.name) == 2
+
+
+def test_a_tar_beside_the_shards_that_the_manifest_does_not_list_is_refused(shard_set):
+    manifest, _ = shard_set
+    stray = manifest.root / "stray.tar"
+    stray.write_bytes(manifest.shard_path(manifest.shards[0].name).read_bytes())
+    with pytest.raises(DataError, match=rf"shard {stray}: not listed in .*manifest\.json"):
+        list(stream_samples([str(stray)]))
+    assert len(list(stream_samples([str(stray)], verify=False))) == manifest.shards[0].count
+
+
+def test_manifest_without_samples_is_an_error_naming_it_not_an_empty_url_list(tmp_path):
+    folder = tmp_path / "empty"
+    manifest = write_sample_shards(folder, [], 4, "test", {})
+    manifest.rejected = [Rejection(key="a", path="/data/a.jpg", reason="/data/a.jpg: unreadable image")]
+    manifest.totals.update(records=1, rejected=1)
+    manifest.save(folder)
+    for reader in (shard_urls, stream_samples):
+        with pytest.raises(DataError, match=rf"shard manifest {folder / MANIFEST_NAME} lists no samples \(1 inputs, 1 rejected"):
+            reader(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# ranks and shards
+# ---------------------------------------------------------------------------------------------
+def test_too_few_shards_for_the_ranks_names_samples_per_shard_num_workers_and_resampled(tmp_path):
+    manifest, _ = write_shards(tmp_path / "one", n=4, per_shard=4)
+    with pytest.raises(DataError, match=r"1 shard\(s\) cannot be split over 2 ranks \(num_workers\).*samples_per_shard.*data\.resampled=true"):
+        stream_samples(manifest.root, rank=0, world_size=2)
+
+
+def test_resampled_stream_feeds_two_ranks_from_one_shard_for_a_bounded_epoch(tmp_path):
+    manifest, samples = write_shards(tmp_path / "one", n=4, per_shard=4)
+    keys = {s.key for s in samples}
+    parts = [[s.key for s in stream_samples(manifest.root, resampled=True, seed=5, rank=r, world_size=2).with_epoch(6)]
+             for r in (0, 1)]
+    assert [len(p) for p in parts] == [6, 6] and set(parts[0]) <= keys and set(parts[1]) <= keys
+    again = [s.key for s in stream_samples(manifest.root, resampled=True, seed=5, rank=0, world_size=2).with_epoch(6)]
+    assert again == parts[0]  # seeded per rank
+
+
+def test_pretraining_worker_stream_in_resampled_mode_yields_exactly_the_epoch(tmp_path):
+    from glocon.train.data import worker_samples
+
+    manifest, samples = write_shards(tmp_path / "one", n=4, per_shard=4)
+    got = list(worker_samples(manifest.urls(), 1, 2, seed=3, shuffle_buffer=2, resampled=True, epoch_samples=10))
+    assert len(got) == 10 and {s.key for s in got} <= {s.key for s in samples}

@@ -146,6 +146,44 @@ def test_fss_binary_masks_count_for_their_binary_class(tmp_path):
     assert sample.meta["classes"] == {"412": 48 * 48} and set(np.unique(sample.mask)) == {0, 1}
 
 
+def test_longest_side_only_shrinks_unless_upscale_is_set(tmp_path):
+    image, mask = tmp_path / "small.png", tmp_path / "small_mask.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(image)
+    m = np.zeros((30, 40), np.uint8)
+    m[5:20, 10:30] = 4
+    Image.fromarray(m).save(mask)
+    record = photo_record("small/1", image, mask)
+    kept = make_sample(record, BuildSpec.from_config(shards_config(tmp_path, longest_side=96)))
+    assert kept.image.shape == (30, 40, 3) and np.array_equal(kept.mask, m)  # not enlarged, mask untouched
+    assert resized_size(40, 30, 96) == (40, 30) and resized_size(120, 90, 96) == (96, 72)
+    grown = make_sample(record, BuildSpec.from_config(shards_config(tmp_path, longest_side=96, upscale=True)))
+    assert grown.image.shape == (72, 96, 3) and grown.mask.shape == (72, 96)
+    assert set(np.unique(grown.mask).tolist()) == {0, 4}  # nearest neighbour: no blended ids
+    # upscale changes the bytes a shard holds, so it is part of every shard's fingerprint
+    plain, _ = plan_shards([record], shards_config(tmp_path))
+    up, _ = plan_shards([record], shards_config(tmp_path, upscale=True))
+    assert plain[0].fingerprint != up[0].fingerprint
+
+
+def test_semantic_layout_round_trips_through_a_shard_bit_exact(tmp_path):
+    from glocon.data.layouts import open_layout
+    from glocon.data.shards import build_shard
+    from layout_fixtures import SEMANTIC_MAP, SEMANTIC_VOID, make_semantic, semantic_source_mask
+
+    data = LayoutConfig(layout="semantic", root=str(make_semantic(tmp_path / "camvid")), class_names="classes.yaml",
+                        void_ids=[SEMANTIC_VOID], min_class_pixels=10)
+    cfg = shards_config(tmp_path / "out", data=data, longest_side=64, samples_per_shard=8)
+    (plan,), _ = plan_shards(open_layout(data), cfg)
+    done = build_shard(plan, str(tmp_path / "out"), BuildSpec.from_config(cfg))  # the task's own code, in-process
+    assert done["rejected"] == [] and done["count"] == 3
+    got = {s.key: s for s in stream_samples([str(tmp_path / "out" / plan.name)])}
+    for i in range(3):
+        want = np.vectorize(SEMANTIC_MAP.__getitem__)(semantic_source_mask(i)).astype(np.uint8)
+        sample = got[f"semantic/frame{i:03d}"]
+        assert sample.mask.dtype == np.uint8 and np.array_equal(sample.mask, want)  # void 30 -> 255, 3/7/12 -> 1/2/3
+        assert sample.classes == {c: int((want == c).sum()) for c in (1, 2, 3)}
+
+
 # ---------------------------------------------------------------------------------------------
 # The job on Ray
 # ---------------------------------------------------------------------------------------------
@@ -423,3 +461,81 @@ def test_voc_and_fss_layouts_become_shards_with_exact_masks_and_a_class_index(ra
     assert manifest.classes == want and len(want) == 3  # bus, airliner, cat: ids, not the mask's 1
     sample = ShardIndex(manifest.root).get(want[min(want)][0])
     assert set(np.unique(sample.mask).tolist()) == {0, 1} and sample.meta["extra"]["binary_class"] == min(want)
+
+
+@pytest.mark.slow
+def test_semantic_shards_record_the_id_mapping_and_names_in_the_manifest_and_print_it(ray_session, tmp_path, capsys):
+    from layout_fixtures import SEMANTIC_MAP, SEMANTIC_VOID, make_semantic
+
+    data = LayoutConfig(layout="semantic", root=str(make_semantic(tmp_path / "camvid")), class_names="classes.yaml",
+                        void_ids=[SEMANTIC_VOID], min_class_pixels=10)
+    manifest = make_shards(shards_config(tmp_path / "out", data=data, longest_side=64), dashboard=True)
+    on_disk = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["class_table"]
+    assert {int(k): v for k, v in on_disk["source_ids"].items()} == SEMANTIC_MAP
+    assert on_disk["names"] == {"0": "unlabelled", "1": "road", "2": "car", "3": "pedestrian"}
+    assert Manifest.load(tmp_path / "out").class_table == manifest.class_table
+    printed = capsys.readouterr().out
+    assert "12 -> 3 pedestrian" in printed and "30 -> 255 ignore" in printed
+
+
+@pytest.mark.slow
+def test_a_job_whose_every_input_is_rejected_fails_with_a_summary_and_keeps_the_manifest(ray_session, tmp_path):
+    records, _ = bad_inputs(tmp_path / "in")
+    bad = [r for r in records if r.key.startswith("bad/")]
+    with pytest.raises(DataError, match=r"(?s)all 7 inputs were rejected, no shard holds a sample .*manifest\.json.*rejected .*empty\.jpg"):
+        make_shards_from_records(bad, shards_config(tmp_path / "out"), dashboard=False)
+    manifest = Manifest.load(tmp_path / "out")
+    assert manifest.totals["samples"] == 0 and len(manifest.rejected) == 7
+    with pytest.raises(DataError, match=r"lists no samples \(7 inputs, 7 rejected"):
+        stream_samples(tmp_path / "out")  # a reader names the folder, not "no shard urls given"
+
+
+@pytest.mark.slow
+def test_rerun_rebuilds_a_shard_whose_bytes_changed_at_the_same_size(built, photos, tmp_path):
+    manifest, cfg = built
+    reference = tree_bytes(Path(cfg.out_dir))
+    out = tmp_path / "flipped"
+    shutil.copytree(cfg.out_dir, out)
+    shard = out / "shard-000001.tar"
+    size = shard.stat().st_size
+    with open(shard, "r+b") as fh:  # 16 bytes inside a member: same size, same headers
+        fh.seek(size // 2)
+        data = fh.read(16)
+        fh.seek(size // 2)
+        fh.write(bytes(b ^ 0xFF for b in data))
+    assert shard.stat().st_size == size and tree_bytes(out) != reference
+    with pytest.raises(DataError, match=r"shard-000001\.tar: sha256 differs from the manifest's .*Rerun make_shards"):
+        list(stream_samples(out))
+    make_shards_from_records(photos, shards_config(out), dashboard=False)  # the repair the error names
+    assert tree_bytes(out) == reference
+    assert len(list(stream_samples(out))) == len(photos)
+
+
+def readme_camvid_overrides() -> list[str]:
+    """The overrides of README.md's CamVid ``make_shards`` command (continuation lines joined)."""
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if "jobs/make_shards.py" in ln and "data.layout=semantic" in ln]
+    return line.split("jobs/make_shards.py", 1)[1].split()
+
+
+@pytest.mark.slow
+def test_readme_camvid_command_writes_semantic_shards_with_the_mapping(ray_session, tmp_path, capsys):
+    from layout_fixtures import CAMVID_NAMES, make_camvid
+
+    root = make_camvid(tmp_path / "CamVid")
+    out = tmp_path / "camvid-shards"
+    # the README's command, pointed at the fixture instead of /data/CamVid
+    args = [f"data.root={root}" if a.startswith("data.root=") else f"out_dir={out}" if a.startswith("out_dir=") else a
+            for a in readme_camvid_overrides()]
+    assert "data.void_ids=[11]" in args and "data.background_id=null" in args
+    assert load_job().main(args + ["samples_per_shard=2", "superpixels.slic.n_segments=16"]) == 0
+    manifest = Manifest.load(out)
+    table = manifest.class_table
+    assert table.source_ids == {**{i: i + 1 for i in range(11)}, 11: 255} and 0 not in table.names
+    assert [table.names[i + 1] for i in range(11)] == CAMVID_NAMES[:11]
+    printed = capsys.readouterr().out
+    assert "0 -> 1 Sky" in printed and "11 -> 255 ignore" in printed
+    for key in manifest.keys():
+        source = np.asarray(Image.open(root / "trainannot" / (key.split("/")[-1] + ".png")))
+        mask = ShardIndex(manifest.root).get(key).mask  # 64x48 frames: below longest_side=480, kept as they are
+        assert np.array_equal(mask, np.where(source == 11, 255, source + 1).astype(np.uint8))

@@ -27,6 +27,8 @@ from glocon.device import pick_device
 from glocon.errors import ConfigError
 from glocon.io import sha256_file
 from glocon.models.prior import load_prior_extractor
+from glocon.paths import resolve
+from glocon.preflight import check_bank
 
 
 class ShardEmbedder:
@@ -130,10 +132,11 @@ def _embed_ray(cfg: BankConfig, urls: list[str], on_shard: Callable[[dict], None
 
 def build_bank(cfg: BankConfig, dashboard: Any | None = None) -> dict[str, Any]:
     """Embed, index and write a bank to ``cfg.out``; returns its manifest."""
-    if not cfg.prior:
-        raise ConfigError("bank build: 'prior' is empty; expected the path of a prior-extractor export")
-    if not os.path.isfile(cfg.prior):
-        raise ConfigError(f"bank build: prior export not found: {cfg.prior}")
+    # paths that outlive a Ray job (glocon.paths), then the checks that need no Ray (glocon.preflight)
+    cfg = cfg.model_copy(update={k: resolve(getattr(cfg, k), k) for k in ("prior", "out", "class_names")})
+    if cfg.shards and not any(c in cfg.shards for c in "*?[,"):
+        cfg = cfg.model_copy(update={"shards": resolve(cfg.shards, "shards")})
+    check_bank(cfg)
     t0 = time.monotonic()
     urls = shard_urls(cfg.shards)
     out = Path(cfg.out)

@@ -5,6 +5,11 @@ Both decode members with ``glocon.data.schema.decode_sample``, never webdataset'
 lost (issue 3, measured). Both refuse hostile tars: a member whose name is absolute or contains
 ``..`` is a ``DataError`` naming the shard and the member (a reader never extracts, but a name like
 that only comes from a tool that should not be trusted), and so is a truncated tar.
+
+Both verify content by default (``verify=True``): the first time a process opens a shard, its
+sha256 is checked against the manifest (``glocon.data.verify``), so a shard whose bytes changed at
+the same size is an error naming it, not a silently different image. The stream checks in its
+url-level stage, before the tar is opened; ``ShardIndex`` checks before it reads a sample.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from glocon.data.schema import Sample, decode_sample, tar_key
 from glocon.data.shards import MANIFEST_NAME, Manifest, ShardEntry
+from glocon.data.verify import check_shard, expected_shas
 from glocon.errors import DataError
-from glocon.io import sha256_file
 
 BLOCK = 512  # tar block size; an archive ends with two zero blocks
 
@@ -32,7 +37,15 @@ def shard_urls(dir_or_manifest: str | os.PathLike) -> list[str]:
     """Absolute shard paths in order: from manifest.json when there is one, else the folder's *.tar."""
     p = Path(dir_or_manifest)
     if p.is_file() or (p.is_dir() and (p / MANIFEST_NAME).is_file()):
-        return Manifest.load(p).urls()
+        manifest = Manifest.load(p)
+        urls = manifest.urls()
+        if not urls:
+            t = manifest.totals
+            raise DataError(
+                f"shard manifest {manifest.root / MANIFEST_NAME} lists no samples ({t.get('records', 0)} inputs, "
+                f"{t.get('rejected', 0)} rejected: see its 'rejected' list, fix the inputs and rerun make_shards)"
+            )
+        return urls
     if p.is_dir():
         tars = sorted(str(t.resolve()) for t in p.glob("*.tar"))
         if tars:
@@ -130,16 +143,36 @@ class _Split:
         yield from islice(src, self.rank, None, self.world_size)
 
 
-class _CheckedShards:
-    """Worker split, then the truncation check on each local shard this worker will read."""
+class _RankSeed:
+    """``ResampledShards`` worker seed for an explicit rank: webdataset's own formula
+    (``utils.pytorch_worker_seed``: rank * 1000 + DataLoader worker), with our rank instead of
+    torch.distributed's, so each rank and worker draws its own seeded sequence of shards."""
 
-    def __init__(self, worker_split: Callable | None):
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def __call__(self) -> int:
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        return self.rank * 1000 + (info.id if info is not None else 0)
+
+
+class _CheckedShards:
+    """Worker split, then, for each local shard this worker will read and before its tar is
+    opened: the truncation check, and the content check against the manifest (``expected``)."""
+
+    def __init__(self, worker_split: Callable | None, expected: dict[str, tuple[str, str]]):
         self.worker_split = worker_split
+        self.expected = expected
 
     def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
         for item in self.worker_split(src) if self.worker_split else src:
-            if _is_local(item["url"]):
-                check_tar_end(item["url"])
+            url = item["url"]
+            if _is_local(url):
+                check_tar_end(url)
+            if url in self.expected:
+                check_shard(url, *self.expected[url])
             yield item
 
 
@@ -158,6 +191,7 @@ def stream_samples(
     resampled: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
+    verify: bool = True,
 ):
     """A ``webdataset.WebDataset`` of decoded ``Sample`` objects (an IterableDataset).
 
@@ -165,8 +199,10 @@ def stream_samples(
     webdataset's ``split_by_node`` (torch.distributed rank, which Ray Train initialises) or, when
     ``rank`` and ``world_size`` are given, by that explicit rank; then across DataLoader workers
     with ``split_by_worker``. ``shuffle_buffer > 0`` shuffles the shard order and the samples
-    (seeded, a new order each epoch). ``resampled=True`` draws shards with replacement forever
-    (seeded per rank and worker); ``epochs`` is then ignored.
+    (seeded, a new order each epoch). ``resampled=True`` draws shards with replacement forever,
+    seeded per rank and worker, with no split (webdataset's recommended DDP mode: any number of
+    shards feeds any number of ranks; bound an epoch with ``.with_epoch(n)``); ``epochs`` is then
+    ignored. ``verify``: check each shard's sha256 against its folder's manifest (once per process).
     """
     import webdataset as wds
 
@@ -175,32 +211,25 @@ def stream_samples(
     urls = [str(u) for u in urls]
     if not urls:
         raise DataError("stream_samples: no shard urls given")
-    if (rank is None) != (world_size is None):
-        raise DataError("stream_samples: give both rank and world_size, or neither")
-    if world_size is not None:
-        if not 0 <= rank < world_size:
-            raise DataError(f"stream_samples: rank {rank} is not in [0, {world_size})")
-        if len(urls) < world_size and not resampled:
-            raise DataError(f"stream_samples: {len(urls)} shards cannot be split over {world_size} ranks; make more shards")
-        nodesplitter: Callable | None = _Split(rank, world_size)
-    else:
-        nodesplitter = wds.split_by_node if split_by_node else None
-    handler = _ShardErrors(urls)
+    nodesplitter = _node_splitter(urls, rank, world_size, split_by_node, resampled)
+    expected = expected_shas(urls) if verify else {}
+    worker_split = wds.split_by_worker if split_by_worker and not resampled else None
     ds = wds.WebDataset(
         urls,
-        handler=handler,
+        handler=_ShardErrors(urls),
         resampled=resampled,
         shardshuffle=len(urls) if shuffle_buffer > 0 and not resampled else False,
         detshuffle=True,
         seed=seed,
         nodesplitter=nodesplitter,
-        workersplitter=_CheckedShards(wds.split_by_worker if split_by_worker else None),
+        workersplitter=_CheckedShards(worker_split, expected),
         rename_files=_refuse_unsafe,
         empty_check=False,
     )
     if resampled:
         # WebDataset(resampled=True) seeds from the clock; seed it (per rank/worker, per epoch).
-        ds.pipeline[0] = wds.ResampledShards(urls, seed=seed, deterministic=True)
+        worker_seed = _RankSeed(rank) if rank is not None else None
+        ds.pipeline[0] = wds.ResampledShards(urls, seed=seed, deterministic=True, worker_seed=worker_seed)
     if shuffle_buffer > 0:
         # A seed apart from the shard shuffle's, so the two orders are not drawn from one stream.
         ds.append(wds.detshuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seed + 1_000_003))
@@ -208,6 +237,26 @@ def stream_samples(
     if not resampled and epochs != 1:
         ds = ds.repeat(nepochs=epochs)
     return ds
+
+
+def _node_splitter(urls: list[str], rank: int | None, world_size: int | None, split_by_node: bool, resampled: bool) -> Callable | None:
+    """How shards are split over ranks: an explicit rank, torch.distributed's, or (resampled) not at all."""
+    import webdataset as wds
+
+    if (rank is None) != (world_size is None):
+        raise DataError("stream_samples: give both rank and world_size, or neither")
+    if world_size is not None and not 0 <= rank < world_size:
+        raise DataError(f"stream_samples: rank {rank} is not in [0, {world_size})")
+    if resampled:
+        return None  # every rank draws its own seeded sequence of shards
+    if world_size is not None:
+        if len(urls) < world_size:
+            raise DataError(
+                f"{len(urls)} shard(s) cannot be split over {world_size} ranks (num_workers): each rank needs a "
+                "shard of its own. Rerun make_shards with a smaller samples_per_shard, or set data.resampled=true"
+            )
+        return _Split(rank, world_size)
+    return wds.split_by_node if split_by_node else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,28 +299,34 @@ def scan_tar(path: str | os.PathLike) -> dict[str, dict[str, tuple[int, int]]]:
 class ShardIndex:
     """Random access by key over the shards of a manifest (headers scanned once, reads seek).
 
-    Holds no open files, so it can be pickled to Ray or DataLoader workers.
+    ``verify`` (default): a shard's sha256 is checked against the manifest before the first
+    sample is read from it in a process (``glocon.data.verify``: cached by path, size and mtime).
+    Holds no open files, so it can be pickled to Ray or DataLoader workers (which check again,
+    once, in their own process).
     """
 
-    def __init__(self, manifest_or_dir: str | os.PathLike | Manifest, verify: bool = False):
+    def __init__(self, manifest_or_dir: str | os.PathLike | Manifest, verify: bool = True):
         self.manifest = manifest_or_dir if isinstance(manifest_or_dir, Manifest) else Manifest.load(manifest_or_dir)
+        self.verify = verify
         self._loc: dict[str, tuple[str, dict[str, tuple[int, int]]]] = {}
+        self._sha: dict[str, str] = {}
         self._keys: list[str] = []
         for entry in self.manifest.shards:
-            self._index_shard(entry, verify)
+            self._index_shard(entry)
 
-    def _index_shard(self, entry: ShardEntry, verify: bool) -> None:
+    def _index_shard(self, entry: ShardEntry) -> None:
         path = self.manifest.shard_path(entry.name)
         if not path.is_file():
             raise DataError(f"shard {path}: missing (listed in {self.manifest.root / MANIFEST_NAME})")
         members = scan_tar(path)
         actual = path.stat().st_size
         if actual != entry.bytes:
-            raise DataError(f"shard {path}: {actual} bytes, the manifest says {entry.bytes} (truncated or replaced)")
-        if verify and sha256_file(path) != entry.sha256:
-            raise DataError(f"shard {path}: sha256 differs from the manifest's")
+            raise DataError(
+                f"shard {path}: {actual} bytes, the manifest says {entry.bytes} (truncated or replaced; rerun make_shards)"
+            )
         if len(members) != entry.count:
             raise DataError(f"shard {path}: holds {len(members)} samples, the manifest says {entry.count}")
+        self._sha[str(path)] = entry.sha256
         for key in entry.keys:
             tk = tar_key(key)
             if tk not in members:
@@ -304,21 +359,41 @@ class ShardIndex:
 
     def get(self, key: str) -> Sample:
         path, members = self._locate(key)
-        raw: dict[str, Any] = {"__key__": tar_key(key), "__url__": path}
-        try:
-            with open(path, "rb") as fh:
-                for suffix, (offset, size) in sorted(members.items(), key=lambda kv: kv[1][0]):
-                    fh.seek(offset)
-                    data = fh.read(size)
-                    if len(data) != size:
-                        raise DataError(f"shard {path}: truncated tar (sample {key!r}, field {suffix!r} cut short)")
-                    raw[suffix] = data
-        except OSError as exc:
-            raise DataError(f"shard {path}: cannot read sample {key!r} ({exc})") from None
-        sample = decode_sample(raw, shard=path)
-        if sample.key != key and tar_key(sample.key) != tar_key(key):
-            raise DataError(f"shard {path}, sample {key!r}, field 'json': key is {sample.key!r}")
-        return sample
+        if self.verify:
+            check_shard(path, self._sha[path], self.manifest.root / MANIFEST_NAME)
+        return _read_sample(path, key, members)
 
     def __getitem__(self, key: str) -> Sample:
         return self.get(key)
+
+
+def _read_sample(path: str, key: str, members: dict[str, tuple[int, int]]) -> Sample:
+    """Decode sample ``key`` from the member offsets ``scan_tar`` found in shard ``path``."""
+    raw: dict[str, Any] = {"__key__": tar_key(key), "__url__": path}
+    try:
+        with open(path, "rb") as fh:
+            for suffix, (offset, size) in sorted(members.items(), key=lambda kv: kv[1][0]):
+                fh.seek(offset)
+                data = fh.read(size)
+                if len(data) != size:
+                    raise DataError(f"shard {path}: truncated tar (sample {key!r}, field {suffix!r} cut short)")
+                raw[suffix] = data
+    except OSError as exc:
+        raise DataError(f"shard {path}: cannot read sample {key!r} ({exc})") from None
+    sample = decode_sample(raw, shard=path)
+    if sample.key != key and tar_key(sample.key) != tar_key(key):
+        raise DataError(f"shard {path}, sample {key!r}, field 'json': key is {sample.key!r}")
+    return sample
+
+
+def read_sample(url: str | os.PathLike, key: str, verify: bool = True) -> Sample:
+    """One sample of one shard by key (headers scanned, then a seek), verified like the stream:
+    against the manifest of the shard's folder when it has one."""
+    path = str(url)
+    if verify:
+        for shard, (sha, manifest) in expected_shas([path]).items():
+            check_shard(shard, sha, manifest)
+    members = scan_tar(path).get(tar_key(key))
+    if members is None:
+        raise DataError(f"shard {path}: no sample with key {key!r}")
+    return _read_sample(path, key, members)

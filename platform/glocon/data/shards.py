@@ -18,8 +18,13 @@ Next to the shards:
 - ``config.resolved.yaml``.
 
 Bad input (an unreadable or truncated image, a mask whose size differs from its image, ...) is
-not fatal: it goes to ``rejected`` with its path and the reason. ``strict=true`` makes it a
-``DataError`` naming the file.
+not fatal: it goes to ``rejected`` with its path and a reason that names every file it concerns
+(the image, and the mask when the mask is at fault). ``strict=true`` makes it a ``DataError``
+naming the file. A job whose every input was rejected writes its manifest (the rejections are
+worth keeping) and then fails with a summary of them: no shards is never a success.
+
+Images are only shrunk to ``longest_side``; a smaller image keeps its size (and its mask is not
+resampled) unless ``upscale=true``.
 """
 
 from __future__ import annotations
@@ -42,19 +47,21 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from glocon.config import GloconModel, save_resolved
 from glocon.data.imageio import check_mask
-from glocon.data.layouts import LayoutConfig, open_layout
+from glocon.data.layouts import ClassTable, LayoutConfig, open_layout_classes
 from glocon.data.record import IGNORE_INDEX, Record, class_pixels, classes_present
 from glocon.data.schema import MASK, REQUIRED, Sample, encode_sample, tar_key
 from glocon.data.superpixels import SuperpixelConfig, superpixels
 from glocon.errors import DataError
 from glocon.io import atomic_open, atomic_write_json, sha256_file
+from glocon.paths import resolve
 from glocon.raycluster import RayConfig
 
 MANIFEST_NAME = "manifest.json"
 DONE_DIR = "_done"
 MANIFEST_VERSION = 1
 # Bumped whenever the bytes a task writes for the same input change (invalidates done-records).
-WRITER_VERSION = 1
+# 2: images smaller than longest_side are no longer upscaled (ShardsConfig.upscale).
+WRITER_VERSION = 2
 # Fixed tar metadata: with these, a shard's bytes depend only on its samples.
 TAR_USER = TAR_GROUP = "glocon"
 TAR_MODE = 0o444
@@ -69,7 +76,8 @@ class ShardsConfig(GloconModel):
     out_dir: str = "runs/shards"
     prefix: str = "shard"
     samples_per_shard: int = Field(256, gt=0)
-    longest_side: int = Field(473, ge=8)  # 473: PFENet's and QGNet's training crop
+    longest_side: int = Field(473, ge=8)  # 473: PFENet's and QGNet's training crop; larger images shrink to it
+    upscale: bool = False  # true: smaller images (and their masks) are enlarged to longest_side too
     min_side: int = Field(8, ge=1)  # smaller images are rejected: too small for superpixels
     jpeg_quality: int = Field(95, ge=1, le=100)
     superpixels: SuperpixelConfig = SuperpixelConfig()
@@ -117,6 +125,8 @@ class Manifest(GloconModel):
     rejected: list[Rejection]
     totals: dict[str, int]
     config: dict[str, Any]
+    # how the layout's own class ids became the ids in the masks, with class names (coco, semantic)
+    class_table: ClassTable | None = None
     _root: Path | None = PrivateAttr(default=None)
 
     @property
@@ -141,6 +151,8 @@ class Manifest(GloconModel):
             f"{t['shards']} shards, {t['samples']} samples of {t['records']} records, "
             f"{t['rejected']} rejected, {len(self.classes)} classes indexed -> {self.root / MANIFEST_NAME}"
         ]
+        if self.class_table is not None:
+            lines.append(self.class_table.describe())
         for r in self.rejected[:max_rejected]:
             lines.append(f"  rejected {r.path} ({r.key}): {r.reason}")
         if len(self.rejected) > max_rejected:
@@ -208,6 +220,7 @@ class BuildSpec:
     jpeg_quality: int
     superpixels: dict[str, Any]
     layout: dict[str, Any]
+    upscale: bool = False
 
     @classmethod
     def from_config(cls, cfg: ShardsConfig) -> "BuildSpec":
@@ -215,7 +228,9 @@ class BuildSpec:
         layout = {"layout": d.layout, "coco_format": d.coco_format}
         if d.layout == "embedded":
             layout["embedded"] = d.embedded.model_dump(mode="json", exclude={"cache_dir"})
-        return cls(cfg.longest_side, cfg.min_side, cfg.jpeg_quality, cfg.superpixels.model_dump(mode="json"), layout)
+        if d.layout == "semantic":  # the id mapping decides the mask bytes
+            layout.update(class_names=d.class_names, background_id=d.background_id, void_ids=list(d.void_ids))
+        return cls(cfg.longest_side, cfg.min_side, cfg.jpeg_quality, cfg.superpixels.model_dump(mode="json"), layout, cfg.upscale)
 
 
 @dataclass(frozen=True)
@@ -239,15 +254,17 @@ def plan_shards(records: Sequence[Record], cfg: ShardsConfig) -> tuple[list[Shar
     ordered = sorted(records, key=lambda r: r.key)
     kept: list[Record] = []
     refused: list[Rejection] = []
-    by_tar_key: dict[str, str] = {}
+    by_tar_key: dict[str, Record] = {}
     for r in ordered:
         tk = tar_key(r.key)
         if tk in by_tar_key:
-            if by_tar_key[tk] == r.key:
-                raise DataError(f"layout {cfg.data.layout}: key {r.key!r} appears twice ({r.source})")
-            refused.append(Rejection(key=r.key, path=r.source, reason=f"key collides with {by_tar_key[tk]!r} as tar key {tk!r}"))
+            first = by_tar_key[tk]
+            if first.key == r.key:
+                raise DataError(f"layout {cfg.data.layout}: key {r.key!r} appears twice ({first.source} and {r.source})")
+            reason = f"{r.source}: key {r.key!r} collides with {first.key!r} ({first.source}) as tar key {tk!r}"
+            refused.append(Rejection(key=r.key, path=r.source, reason=reason))
             continue
-        by_tar_key[tk] = r.key
+        by_tar_key[tk] = r
         kept.append(r)
     spec = BuildSpec.from_config(cfg)
     n = cfg.samples_per_shard
@@ -287,10 +304,19 @@ def _describe(exc: BaseException) -> str:
     return text if isinstance(exc, DataError) else f"{type(exc).__name__}: {text}"
 
 
-def resized_size(width: int, height: int, longest_side: int) -> tuple[int, int]:
-    """(W, H) scaled so that max(W, H) == longest_side (aspect kept, each side >= 1)."""
+def resized_size(width: int, height: int, longest_side: int, upscale: bool = False) -> tuple[int, int]:
+    """(W, H) scaled so that max(W, H) == longest_side (aspect kept, each side >= 1); a smaller
+    image keeps its size unless ``upscale``."""
+    if max(width, height) <= longest_side and not upscale:
+        return width, height
     scale = longest_side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _naming(text: str, *paths: str) -> str:
+    """``text``, prefixed with each of ``paths`` it does not already name (a rejection names its files)."""
+    missing = [p for p in paths if p and p not in text]
+    return f"{', '.join(missing)}: {text}" if missing else text
 
 
 def _load_image(record: Record) -> Image.Image:
@@ -300,24 +326,26 @@ def _load_image(record: Record) -> Image.Image:
         if image.mode != "RGB":
             image = image.convert("RGB")
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise Rejected(f"unreadable image ({_describe(exc)})") from None
+        raise Rejected(_naming(f"unreadable image ({_describe(exc)})", record.source)) from None
     return image
 
 
 def _load_mask(record: Record, size: tuple[int, int]) -> np.ndarray | None:
     if record.load_mask is None:
         return None
+    mask_file = str(record.extra.get("mask_source", ""))
     try:
         mask = np.asarray(record.load_mask())
     except Exception as exc:
-        raise Rejected(f"unreadable mask ({_describe(exc)})") from None
+        raise Rejected(_naming(f"unreadable mask ({_describe(exc)})", mask_file)) from None
     if mask.ndim != 2 or mask.dtype != np.uint8:
-        raise Rejected(f"mask must be a (H, W) uint8 array of class ids, got shape {mask.shape} dtype {mask.dtype}")
+        raise Rejected(_naming(f"mask must be a (H, W) uint8 array of class ids, got shape {mask.shape} dtype {mask.dtype}", mask_file))
     w, h = size
     if mask.shape != (h, w):
-        raise Rejected(f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {w}x{h}")
+        where = f"mask {mask_file}, image {record.source}" if mask_file else f"image {record.source}"
+        raise Rejected(f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {w}x{h} ({where})")
     try:  # ids beyond the layout's classes (37 in a VOC mask) would otherwise be indexed as a class
-        check_mask(size, mask, f"mask {record.extra.get('mask_source', record.source)}", record.extra.get("max_class"))
+        check_mask(size, mask, f"mask {mask_file or record.source}", record.extra.get("max_class"))
     except DataError as exc:
         raise Rejected(str(exc)) from None
     return mask
@@ -348,9 +376,9 @@ def make_sample(record: Record, spec: BuildSpec) -> Sample:
     image = _load_image(record)
     w, h = image.size
     if min(w, h) < spec.min_side:
-        raise Rejected(f"image is {w}x{h}, smaller than min_side={spec.min_side}")
+        raise Rejected(f"image {record.source} is {w}x{h}, smaller than min_side={spec.min_side}")
     mask = _load_mask(record, (w, h))
-    size = resized_size(w, h, spec.longest_side)
+    size = resized_size(w, h, spec.longest_side, spec.upscale)
     if size != (w, h):
         image = image.resize(size, Image.Resampling.BICUBIC)
     pixels = np.asarray(image, dtype=np.uint8)
@@ -448,23 +476,20 @@ def read_done(out_dir: Path, plan: ShardPlan, verify_sha: bool = True) -> dict[s
 
 
 def resolve_paths(cfg: ShardsConfig) -> ShardsConfig:
-    """A copy with absolute paths: tasks run with another cwd, and the manifest should say where."""
+    """A copy with absolute paths (``glocon.paths.resolve``): tasks run with another cwd, the
+    manifest should say where, and under ``ray job submit`` they must outlive the job."""
     cfg = cfg.model_copy(deep=True)
-    out = Path(cfg.out_dir).expanduser().resolve()
     data = cfg.data.model_copy(deep=True)
-    if data.root:
-        data.root = str(Path(data.root).expanduser().resolve())
-    for name in ("voc_sbd_list", "fss_split_dir"):
-        if getattr(data, name, None):
-            setattr(data, name, str(Path(getattr(data, name)).expanduser().resolve()))
+    for name in ("root", "voc_sbd_list", "fss_split_dir"):
+        setattr(data, name, resolve(getattr(data, name), f"data.{name}"))
     if data.layout == "embedded":
         from glocon.data.layouts.embedded import cache_root
 
         emb = data.embedded.model_copy()
-        emb.cache_dir = str(cache_root(data).expanduser().resolve())
+        emb.cache_dir = resolve(str(cache_root(data).expanduser()), "data.embedded.cache_dir")
         data.embedded = emb
     cfg.data = data
-    cfg.out_dir = str(out)
+    cfg.out_dir = resolve(cfg.out_dir, "out_dir")
     return cfg
 
 
@@ -498,12 +523,18 @@ def _clean_stale(out_dir: Path, prefix: str, keep: set[str]) -> list[str]:
 def make_shards(cfg: ShardsConfig, dashboard: bool = True) -> Manifest:
     """Build (or finish) the shards of ``cfg.data`` in ``cfg.out_dir``; return the manifest."""
     cfg = resolve_paths(cfg)
-    records = open_layout(cfg.data)
-    return make_shards_from_records(records, cfg, dashboard=dashboard)
+    records, classes = open_layout_classes(cfg.data)
+    return make_shards_from_records(records, cfg, dashboard=dashboard, classes=classes)
 
 
-def make_shards_from_records(records: Sequence[Record], cfg: ShardsConfig, dashboard: bool = True) -> Manifest:
-    """``make_shards`` on records already listed (tests and benches build their own)."""
+def make_shards_from_records(
+    records: Sequence[Record], cfg: ShardsConfig, dashboard: bool = True, classes: ClassTable | None = None
+) -> Manifest:
+    """``make_shards`` on records already listed (tests and benches build their own).
+
+    ``classes``: the layout's id mapping and names, written into the manifest. Raises DataError
+    (after writing the manifest) when no input became a sample.
+    """
     import ray
 
     from glocon.dashboard import Dashboard
@@ -511,6 +542,8 @@ def make_shards_from_records(records: Sequence[Record], cfg: ShardsConfig, dashb
 
     cfg = resolve_paths(cfg)
     out = Path(cfg.out_dir)
+    if not records:
+        raise DataError(f"layout {cfg.data.layout} ({cfg.data.root}): no inputs to write to {out}")
     plans, refused = plan_shards(records, cfg)
     spec = BuildSpec.from_config(cfg)
     with _exclusive(out):
@@ -542,11 +575,30 @@ def make_shards_from_records(records: Sequence[Record], cfg: ShardsConfig, dashb
             if started and ray.is_initialized():
                 ray.shutdown()
         manifest = _manifest(cfg, plans, results, refused, n_records=len(records))
+        manifest.class_table = classes
         save_resolved(cfg, out)
         manifest.save(out)
     if dashboard:
         print(manifest.summary(), flush=True)
+    if manifest.totals["samples"] == 0:
+        raise DataError(all_rejected(manifest))
     return manifest
+
+
+def all_rejected(manifest: Manifest, show: int = 5) -> str:
+    """The error of a job whose every input was rejected: counts by reason, then the first few."""
+    kinds: dict[str, int] = {}
+    for r in manifest.rejected:
+        kind = re.sub(r"\S*/\S*", "", r.reason).split(" (")[0]  # the reason without its file names
+        kind = re.sub(r"\s+", " ", kind).strip(" :,") or r.reason
+        kinds[kind] = kinds.get(kind, 0) + 1
+    by_kind = ", ".join(f"{n} x {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    lines = [f"all {len(manifest.rejected)} inputs were rejected, no shard holds a sample "
+             f"(manifest {manifest.root / MANIFEST_NAME}): {by_kind}"]
+    lines += [f"  rejected {r.path}: {r.reason}" for r in manifest.rejected[:show]]
+    if len(manifest.rejected) > show:
+        lines.append(f"  ... and {len(manifest.rejected) - show} more (the manifest's 'rejected' list)")
+    return "\n".join(lines)
 
 
 class _Null:

@@ -29,6 +29,10 @@ class DataSection(GloconModel):
     patch_method: Literal["slic", "fh"] = "slic"  # which superpixel map of the shard feeds L_local
     image_size: int = 224  # side of each square view
     samples_per_epoch: int | None = None  # None: counted from the shards once at start
+    # true: webdataset's resampled mode (shards drawn with replacement, seeded per rank, epochs of
+    # samples_per_epoch / num_workers per rank via with_epoch), which its maintainers recommend for
+    # DDP: any number of shards feeds any number of ranks. false: each rank reads its own shards.
+    resampled: bool = False
 
 
 class LossSection(GloconModel):

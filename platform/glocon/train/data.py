@@ -6,6 +6,11 @@ part of the shards: ``glocon.data.readers.stream_samples`` with the explicit ``r
 take the same number of steps per epoch (every step ends in collectives), so the loop fixes
 ``steps_per_epoch = samples // batch_size`` up front and each worker cycles over its own part
 (one seeded pass after another) for exactly that many batches.
+
+With ``data.resampled=true`` no rank owns shards: each draws shards with replacement from all of
+them (webdataset's resampled mode, seeded per rank and epoch), and ``with_epoch`` bounds the
+stream to the samples the epoch needs, as webdataset's documentation does for DDP
+(webdataset README, "multinode training": ``resampled=True`` + ``.with_epoch(n)``).
 """
 
 from __future__ import annotations
@@ -43,8 +48,15 @@ def count_samples(path: str, urls: list[str]) -> int:
     return total
 
 
-def worker_samples(urls: list[str], rank: int, world: int, seed: int, shuffle_buffer: int) -> Iterator[Sample]:
-    """This worker's part of the shards, forever (a new seeded order for every pass)."""
+def worker_samples(
+    urls: list[str], rank: int, world: int, seed: int, shuffle_buffer: int, resampled: bool = False, epoch_samples: int | None = None
+) -> Iterator[Sample]:
+    """This worker's part of the shards, forever (a new seeded order for every pass); with
+    ``resampled``, draws from every shard, ``epoch_samples`` of them (webdataset's ``with_epoch``)."""
+    if resampled:
+        stream = stream_samples(urls, shuffle_buffer=shuffle_buffer, seed=seed, resampled=True, rank=rank, world_size=world)
+        yield from stream.with_epoch(epoch_samples) if epoch_samples else stream
+        return
     rounds = 0
     while True:
         n = 0

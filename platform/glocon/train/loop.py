@@ -181,7 +181,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_epoch = step // steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
         first = step - epoch * steps_per_epoch
-        stream = worker_samples(urls, rank, world, seed=cfg.seed * 100_003 + epoch * 1_009 + first, shuffle_buffer=cfg.data.shuffle_buffer)
+        stream = worker_samples(urls, rank, world, seed=cfg.seed * 100_003 + epoch * 1_009 + first, shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled, epoch_samples=(steps_per_epoch - first) * per_worker)
         batches = view_batches(stream, views, cfg.data.patch_method, per_worker)
         for _ in range(first, steps_per_epoch):
             _maybe_die(cfg, step, rank)

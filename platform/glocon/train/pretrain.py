@@ -42,6 +42,8 @@ from glocon.config import save_resolved
 from glocon.dashboard import Dashboard
 from glocon.io import atomic_write_text
 from glocon.models.prior import PriorExtractor, save_export
+from glocon.paths import resolve, resolve_all
+from glocon.preflight import check_pretrain
 from glocon.raycluster import train_logging
 from glocon.train.checkpoint import METRICS, PRIOR, load_state
 from glocon.train.config import PretrainConfig
@@ -90,15 +92,15 @@ def run_summary(history: list[dict[str, Any]], cfg: PretrainConfig, last: int = 
 
 
 def resolved(cfg: PretrainConfig) -> PretrainConfig:
-    """storage_path made absolute (Ray needs it) and shards resolved, so workers see the same paths."""
+    """Every path absolute and outliving a Ray job (``glocon.paths.resolve``): Ray needs an absolute
+    storage_path, workers must see the driver's paths, and under ``ray job submit`` a relative path
+    resolves against ``$GLOCON_SUBMIT_DIR`` (or is refused), never inside Ray's temporary copy."""
     data = cfg.model_dump()
-    if "://" not in cfg.storage_path:
-        data["storage_path"] = str(Path(cfg.storage_path).expanduser().resolve())
-    absolute = lambda p: p if not p or "://" in p else str(Path(p).expanduser().resolve())  # noqa: E731
-    data["data"]["shards"] = absolute(cfg.data.shards)
-    data["data"]["extra_shards"] = [absolute(p) for p in cfg.data.extra_shards]
-    data["probe"]["train_shards"] = absolute(cfg.probe.train_shards)
-    data["probe"]["val_shards"] = absolute(cfg.probe.val_shards)
+    data["storage_path"] = resolve(cfg.storage_path, "storage_path")
+    data["data"]["shards"] = resolve(cfg.data.shards, "data.shards")
+    data["data"]["extra_shards"] = resolve_all(cfg.data.extra_shards, "data.extra_shards")
+    data["probe"]["train_shards"] = resolve(cfg.probe.train_shards, "probe.train_shards")
+    data["probe"]["val_shards"] = resolve(cfg.probe.val_shards, "probe.val_shards")
     return PretrainConfig.model_validate(data)
 
 
@@ -199,6 +201,7 @@ def run_pretraining(cfg: PretrainConfig, *, callbacks: list | None = None) -> Pr
     from glocon.train.metrics_actor import MetricsActor, MetricsPoller
 
     cfg = resolved(cfg)
+    check_pretrain(cfg)  # before Ray starts: a job that cannot succeed says so in one line
     init_ray(cfg.ray)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)

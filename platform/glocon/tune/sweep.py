@@ -31,6 +31,8 @@ from ray.tune import Callback
 from glocon.config import to_yaml, validate_config
 from glocon.errors import ConfigError
 from glocon.io import atomic_open, atomic_write_json, atomic_write_text
+from glocon.paths import resolve
+from glocon.preflight import check_sweep
 from glocon.raycluster import init_ray
 from glocon.tune.space import (
     SweepConfig,
@@ -374,11 +376,10 @@ def write_plot(trials: list[TrialResult], out_dir: Path, metric: str, title: str
 # -- the sweep ----------------------------------------------------------------------------------
 
 
-def _abs(path: str | None) -> str | None:
-    """Trials run in their own working directories: every input path must be absolute."""
-    if not path or "://" in path:
-        return path
-    return str(Path(path).expanduser().resolve())
+def _abs(path: str | None, key: str = "path") -> str | None:
+    """Trials run in their own working directories: every input path must be absolute, and
+    outlive a Ray job (``glocon.paths.resolve``: against $GLOCON_SUBMIT_DIR, or refused)."""
+    return resolve(path, key)
 
 
 def objective_name(cfg: SweepConfig) -> str:
@@ -405,12 +406,14 @@ def objective_config(cfg: SweepConfig, exp_dir: Path) -> Any:
             fcfg = load_config(FewShotConfig, fh.name, cfg.objective.overrides)
             Path(fh.name).unlink()
     data = fcfg.model_dump(mode="json")
-    data["data"]["shards"] = _abs(data["data"]["shards"])
-    data["data"]["fss_split_dir"] = _abs(data["data"]["fss_split_dir"])
+    shards = data["data"]["shards"]
+    key = "objective.config.data.shards"
+    data["data"]["shards"] = _abs(shards, key) if not isinstance(shards, list) else [_abs(p, f"{key}[{i}]") for i, p in enumerate(shards)]
+    data["data"]["fss_split_dir"] = _abs(data["data"]["fss_split_dir"], "objective.config.data.fss_split_dir")
     data["prior"] = None  # the prior is the trial's, never one named in the config
     if data["episodes_dir"] == FewShotConfig().episodes_dir:
         data["episodes_dir"] = str(exp_dir / "episodes")
-    data["episodes_dir"] = _abs(data["episodes_dir"])
+    data["episodes_dir"] = _abs(data["episodes_dir"], "objective.config.episodes_dir")
     if cfg.objective.plugin and not data.get("plugin"):
         data["plugin"] = cfg.objective.plugin
     return validate_config(FewShotConfig, data, "objective.config (resolved)")
@@ -447,29 +450,32 @@ def prepare(cfg: SweepConfig) -> tuple[dict[str, Any], Any]:
     from glocon.plugins import load_plugin
 
     check_targets(cfg)
+    cfg.storage_path = resolve(cfg.storage_path, "storage_path")  # the sweep folder must outlive a Ray job
     base = base_pretrain_dict(cfg)
     shards = get_dotted(base, "data.shards")
     if isinstance(shards, str):
-        set_dotted(base, "data.shards", _abs(shards))
-    set_dotted(base, cfg.targets.storage_path, _abs(str(get_dotted(base, cfg.targets.storage_path))))
+        set_dotted(base, "data.shards", _abs(shards, "pretrain data.shards"))
+    set_dotted(base, cfg.targets.storage_path, _abs(str(get_dotted(base, cfg.targets.storage_path)), f"pretrain {cfg.targets.storage_path}"))
     # Each trial's config must validate: check every grid point now, not an hour into the sweep.
     for tune_cfg in _grid_points(cfg):
         data = trial_pretrain_dict(base, flat_params(tune_cfg, cfg.space), cfg.targets)
         set_dotted(data, cfg.targets.num_workers, cfg.resources.workers_per_trial)  # as each trial will
-        validate_pretrain(data, f"sweep grid point {tune_cfg} with num_workers={cfg.resources.workers_per_trial}")
-    if cfg.objective.kind == "probe":
-        return base, None
-    plugin = load_plugin(cfg.objective.plugin)
-    plugin_cfg = objective_config(cfg, cfg.experiment_dir)
-    plugin.make_config(plugin_cfg.model, f"objective.config.model ({cfg.objective.plugin})")
+        trial = validate_pretrain(data, f"sweep grid point {tune_cfg} with num_workers={cfg.resources.workers_per_trial}")
+    plugin_cfg = None
+    if cfg.objective.kind != "probe":
+        plugin = load_plugin(cfg.objective.plugin)
+        plugin_cfg = objective_config(cfg, cfg.experiment_dir)
+        plugin.make_config(plugin_cfg.model, f"objective.config.model ({cfg.objective.plugin})")
+    # shards, readers per shard, objective data: before Ray starts
+    check_sweep(trial, plugin_cfg, probe_objective(cfg, base) if plugin_cfg is None else None)
     return base, plugin_cfg
 
 
 def probe_objective(cfg: SweepConfig, base: dict[str, Any]) -> dict[str, Any]:
     """The probe objective's settings with absolute paths (trials run in other working directories)."""
     p = cfg.objective.probe.model_dump(mode="json")
-    p["train_shards"] = _abs(p["train_shards"] or str(get_dotted(base, "data.shards")))
-    p["val_shards"] = _abs(p["val_shards"]) if p["val_shards"] else ""
+    p["train_shards"] = _abs(p["train_shards"] or str(get_dotted(base, "data.shards")), "objective.probe.train_shards")
+    p["val_shards"] = _abs(p["val_shards"], "objective.probe.val_shards") if p["val_shards"] else ""
     return p
 
 

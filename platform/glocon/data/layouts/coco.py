@@ -6,8 +6,12 @@ Mapping choices (the same 1..80 in all three formats, so a shard's class ids nev
 format it came from):
 
 - **instances**: ``annotations/instances_{split}.json`` with images in ``{split}/`` or
-  ``images/{split}/``. The categories listed in the JSON, in sorted category-id order, become
-  1..N (COCO's 80: 1 person .. 80 toothbrush, the ids of COCO-20i). Polygons, compressed RLE and
+  ``images/{split}/``. Category ids (``category_classes``): a JSON whose categories are standard
+  COCO things (each id with COCO's name for it) keeps COCO's mapping, the 80 thing ids -> 1..80 in
+  COCO's order (1 person .. 80 toothbrush, the ids of COCO-20i), even when it lists only some of
+  them; any other JSON (labelme's, a VOC-ids export, a custom set) maps by category name, sorted,
+  -> 1..N. Either way a category named like background (``_background_``, ``background``) is 0,
+  and the mapping goes into the shard manifest (``class_table``) and is printed. Polygons, compressed RLE and
   uncompressed RLE are rasterised with pycocotools. Instances are painted largest first, so a
   small object lying on a large one stays visible. Crowd regions (``iscrowd=1``) become 255 where
   no non-crowd instance claims the pixel. Everything else is 0 (background). Polygons reaching
@@ -16,8 +20,8 @@ format it came from):
   ``category_id`` is missing from ``categories`` is a DataError naming the JSON and the id.
 - **panoptic**: ``annotations/panoptic_{split}.json`` plus its PNG folder
   ``annotations/panoptic_{split}/`` (also looked for under ``panoptic_segmentation/``, as in
-  coco128). A pixel's segment id is R + 256 G + 256^2 B. Thing categories (``isthing=1``), in
-  sorted id order, become 1..80; stuff becomes 0 (background: few-shot segmentation on COCO-20i
+  coco128). A pixel's segment id is R + 256 G + 256^2 B. Thing categories (``isthing=1``) map as
+  for instances (COCO's 1..80, else by name); stuff becomes 0 (background: few-shot segmentation on COCO-20i
   has only the 80 object classes); id 0 (unlabeled) and crowd segments become 255.
 - **semantic_png**: the coco128 layout, ``images/{split}/*.jpg`` with
   ``semantic_segmentation/masks/{split}/<stem>.png``, one byte per pixel holding a COCO panoptic
@@ -39,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from glocon.data.imageio import IMAGE_KINDS, load_mask, open_image
+from glocon.data.layouts import ClassTable
 from glocon.data.layouts._common import first_existing, image_loader, require_root
 from glocon.data.record import IGNORE_INDEX, Record
 from glocon.errors import ConfigError, DataError
@@ -48,8 +53,21 @@ from glocon.errors import ConfigError, DataError
 COCO_THING_IDS = (
     *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83), *range(84, 91),
 )  # fmt: skip
+# Their names, as COCO's own annotation files spell them (panoptic_val2017.json, isthing=1).
+COCO_THING_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
 STUFF_IDS = range(92, 201)
 NUM_CLASSES = len(COCO_THING_IDS)
+BACKGROUND = "background"  # what _background_, Background, __background__ normalise to
 _SPLIT = re.compile(r"^(train|val|test|minival|valminusminival)\d{4}$")
 _IMAGE_EXT = (".jpg", ".jpeg", ".png")
 
@@ -81,12 +99,61 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def category_classes(categories: list[dict], json_path: Path, things_only: bool = False) -> dict[int, int]:
-    """Category id -> class id 1..N in sorted id order (things only, for panoptic)."""
-    ids = sorted(int(c["id"]) for c in categories if not things_only or c.get("isthing", 1))
-    if len(ids) >= IGNORE_INDEX:
-        raise DataError(f"{json_path}: {len(ids)} categories, expected fewer than {IGNORE_INDEX} to fit in uint8 masks")
-    return {cid: i + 1 for i, cid in enumerate(ids)}
+def _norm(name: str) -> str:
+    """Names compared loosely: case, and runs of spaces, '_' and '-' do not matter."""
+    return re.sub(r"[\s_\-]+", " ", name).strip().lower()
+
+
+_COCO_BY_ID = {cid: _norm(n) for cid, n in zip(COCO_THING_IDS, COCO_THING_NAMES)}
+
+
+def standard_table(source: str, listed: dict[int, int] | None = None) -> ClassTable:
+    """COCO's 80 thing ids -> 1..80; ``source_ids`` holds the ids the source lists (all 80 by default)."""
+    ids = listed if listed is not None else {cid: i + 1 for i, cid in enumerate(COCO_THING_IDS)}
+    names = {i + 1: n for i, n in enumerate(COCO_THING_NAMES)}
+    return ClassTable(scheme="coco", source=source, names=names, source_ids=ids)
+
+
+def category_classes(categories: list[dict], json_path: Path, things_only: bool = False) -> tuple[dict[int, int], ClassTable]:
+    """Category id -> glocon class id, and the table that records it (see the module doc).
+
+    Standard COCO (each id is a COCO thing id and its name COCO's) keeps 1..80; anything else maps
+    by sorted name to 1..N. Background-named categories map to 0. ``things_only`` (panoptic)
+    leaves out ``isthing=0`` categories: the caller maps stuff to 0.
+    """
+    cats = []
+    for c in categories:
+        if things_only and not c.get("isthing", 1):
+            continue
+        name = str(c.get("name") or "").strip()
+        if not name:
+            raise DataError(f"{json_path}: category {c.get('id')} has no 'name' (expected COCO categories: id, name)")
+        cats.append((int(c["id"]), name))
+    background = {cid for cid, name in cats if _norm(name) == BACKGROUND}
+    objects = [(cid, name) for cid, name in cats if cid not in background]
+    if all(_COCO_BY_ID.get(cid) == _norm(name) for cid, name in objects):
+        index = {cid: i + 1 for i, cid in enumerate(COCO_THING_IDS)}
+        mapping = {cid: index[cid] for cid, _ in objects}
+        table = standard_table(str(json_path), dict(mapping))
+    else:
+        order = sorted({_norm(name) for _, name in objects})
+        if len(order) >= IGNORE_INDEX:
+            raise DataError(f"{json_path}: {len(order)} category names, expected fewer than {IGNORE_INDEX} to fit in uint8 masks")
+        by_name = {n: i + 1 for i, n in enumerate(order)}
+        mapping = {cid: by_name[_norm(name)] for cid, name in objects}
+        spelled = {mapping[cid]: name for cid, name in reversed(objects)}  # the first spelling of each name
+        table = ClassTable(scheme="by_name", source=str(json_path), names=spelled, source_ids=dict(mapping))
+    for cid in background:
+        mapping[cid] = 0
+        table.source_ids[cid] = 0
+        table.names[0] = next(name for c, name in cats if c == cid)
+    table.source_ids = dict(sorted(table.source_ids.items()))
+    table.names = dict(sorted(table.names.items()))
+    return mapping, table
+
+
+def max_class(table: ClassTable) -> int:
+    return max((c for c in table.names if c != IGNORE_INDEX), default=0)
 
 
 def _image_records(root: Path, split: str, data: dict, json_path: Path) -> dict[int, tuple[str, Path]]:
@@ -183,10 +250,10 @@ def instances_mask(anns: tuple[dict, ...], height: int, width: int, where: str) 
     return mask
 
 
-def _instances_records(root: Path, split: str, cfg) -> list[Record]:
+def _instances_records(root: Path, split: str, cfg) -> tuple[list[Record], ClassTable]:
     json_path = first_existing([root / "annotations" / f"instances_{split}.json"], f"COCO instances file for {split}")
     data = _read_json(json_path)
-    classes = category_classes(data["categories"], json_path)
+    classes, table = category_classes(data["categories"], json_path)
     images = _image_records(root, split, data, json_path)
     sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in data["images"]}
     per_image: dict[int, list[dict]] = {i: [] for i in images}
@@ -200,6 +267,8 @@ def _instances_records(root: Path, split: str, cfg) -> list[Record]:
         iid = int(ann["image_id"])
         if iid not in per_image:
             raise DataError(f"{json_path}: annotation {ann.get('id')} names image_id {iid}, missing from 'images'")
+        if classes[cid] == 0:
+            continue  # a background-named category: its pixels are background already
         per_image[iid].append({"cls": classes[cid], "iscrowd": int(ann.get("iscrowd", 0)), "id": ann.get("id", 0),
                                "area": float(ann.get("area", 0.0)), "segmentation": ann["segmentation"]})
     out = []
@@ -210,9 +279,9 @@ def _instances_records(root: Path, split: str, cfg) -> list[Record]:
             key=key, source=str(path),
             load_image=image_loader(path, cfg),
             load_mask=functools.partial(instances_mask, tuple(per_image[iid]), h, w, where),
-            layout="coco", extra={"mask_source": where, "max_class": len(classes)},
+            layout="coco", extra={"mask_source": where, "max_class": max_class(table)},
         ))
-    return out
+    return out, table
 
 
 # ---------------------------------------------------------------- panoptic
@@ -242,7 +311,7 @@ def panoptic_mask(png: str | os.PathLike, segments: dict[int, int]) -> np.ndarra
     return lut[inverse.reshape(ids.shape)]
 
 
-def _panoptic_records(root: Path, split: str, cfg) -> list[Record]:
+def _panoptic_records(root: Path, split: str, cfg) -> tuple[list[Record], ClassTable]:
     name = f"panoptic_{split}"
     json_path = first_existing(
         [root / "annotations" / f"{name}.json", root / "panoptic_segmentation" / "annotations" / f"{name}.json"],
@@ -250,7 +319,7 @@ def _panoptic_records(root: Path, split: str, cfg) -> list[Record]:
     )
     png_dir = first_existing([json_path.parent / name, root / name], f"COCO panoptic PNG folder {name}")
     data = _read_json(json_path)
-    things = category_classes(data["categories"], json_path, things_only=True)
+    things, table = category_classes(data["categories"], json_path, things_only=True)
     known = {int(c["id"]) for c in data["categories"]}
     images = _image_records(root, split, data, json_path)
     out = {}
@@ -274,12 +343,12 @@ def _panoptic_records(root: Path, split: str, cfg) -> list[Record]:
             key=key, source=str(path),
             load_image=image_loader(path, cfg),
             load_mask=functools.partial(panoptic_mask, png, segments),
-            layout="coco", extra={"mask_source": str(png), "max_class": len(things)},
+            layout="coco", extra={"mask_source": str(png), "max_class": max_class(table)},
         )
     for iid, (key, path) in images.items():  # images with no panoptic annotation: no mask
         if iid not in out:
             out[iid] = Record(key=key, source=str(path), load_image=image_loader(path, cfg), layout="coco")
-    return list(out.values())
+    return list(out.values()), table
 
 
 # ---------------------------------------------------------------- semantic PNGs (coco128)
@@ -308,7 +377,7 @@ def semantic_mask(png: str | os.PathLike) -> np.ndarray:
     return SEMANTIC_LUT[raw]
 
 
-def _semantic_records(root: Path, split: str, cfg) -> list[Record]:
+def _semantic_records(root: Path, split: str, cfg) -> tuple[list[Record], ClassTable]:
     folder = first_existing([root / "images" / split, root / split], f"COCO image folder for {split}")
     masks = first_existing([root / "semantic_segmentation" / "masks" / split], f"semantic mask folder for {split}")
     images = {
@@ -327,13 +396,17 @@ def _semantic_records(root: Path, split: str, cfg) -> list[Record]:
             load_mask=functools.partial(semantic_mask, png) if has_mask else None,
             extra={"mask_source": str(png), "max_class": NUM_CLASSES} if has_mask else {},
         ))
-    return out
+    return out, standard_table(str(masks))
 
 
 READERS = {"instances": _instances_records, "panoptic": _panoptic_records, "semantic_png": _semantic_records}
 
 
-def records(cfg) -> list[Record]:
+def records_and_classes(cfg) -> tuple[list[Record], ClassTable]:
     root = require_root(cfg.root, "coco", "a COCO folder (annotations/ and image folders such as val2017/)")
     _check_split(root, cfg.split)
     return READERS[cfg.coco_format](root, cfg.split, cfg)
+
+
+def records(cfg) -> list[Record]:
+    return records_and_classes(cfg)[0]
