@@ -26,6 +26,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 from pydantic import Field, model_validator
 
+from glocon import tblog
 from glocon.config import GloconModel, save_resolved
 from glocon.dashboard import Dashboard
 from glocon.errors import CheckpointError, ConfigError
@@ -438,10 +439,12 @@ def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
             ),
         )
         history: list[dict[str, Any]] = []
+        tb = tblog.run_log(run_dir(cfg, fold), "fit")  # <run>/tb/ for TensorBoard (optional)
         with Dashboard(f"fewshot fit {plugin.name} fold {fold}", unit="steps") as dash:
 
             def on_metrics(m: dict[str, Any]) -> None:
                 history.append(m)
+                tb.log(m)
                 if m.get("event") == "start":
                     dash.update(completed=m["step"], total=m["total_steps"])
                     if m.get("resumed_from_step"):
@@ -451,6 +454,7 @@ def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
 
             with MetricsPoller(actor, on_metrics):
                 result = trainer.fit()
+        tb.close()
         ray.kill(actor)
         if getattr(result, "error", None) is not None:
             raise result.error
