@@ -5,6 +5,7 @@ same click, Fig. 5 rows reproduce the evaluation's counts, and every kind of bad
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import shutil
 from pathlib import Path
@@ -12,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-import io
 
-fastapi = pytest.importorskip("fastapi", reason="the explorer needs the 'explore' extra (fastapi, uvicorn, jinja2)")
+pytest.importorskip("fastapi", reason="the explorer needs the 'explore' extra (fastapi, uvicorn, jinja2)")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from glocon.explore.app import create_app  # noqa: E402

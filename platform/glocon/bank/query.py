@@ -81,8 +81,10 @@ def _load_image(path: str, size: int) -> np.ndarray:
     return np.asarray(img)
 
 
-def resolve_patch(cfg: QueryConfig, bank: Bank) -> Patch:
-    """Turn the config's key / image + point / box / superpixel into an image and a pixel region."""
+def resolve_patch(cfg: QueryConfig, bank: Bank, sample: Sample | None = None) -> Patch:
+    """Turn the config's key / image + point / box / superpixel into an image and a pixel region.
+    ``sample``: the key's sample when the caller already read it (the explorer); else it is read
+    from the shard the bank's provenance names."""
     if (cfg.key is None) == (cfg.image is None):
         raise ConfigError("bank query: give exactly one of 'key' (a sample in the bank) or 'image' (an image file)")
     if sum(x is not None for x in (cfg.point, cfg.box, cfg.superpixel)) > 1:
@@ -93,7 +95,7 @@ def resolve_patch(cfg: QueryConfig, bank: Bank) -> Patch:
         if row is None:
             raise DataError(f"bank query: sample key {cfg.key!r} is not in bank {bank.root} (provenance table)")
         shard = bank.table.column("shard")[row].as_py()
-        sample = find_sample(shard, cfg.key)
+        sample = sample if sample is not None else find_sample(shard, cfg.key)
         image, labels, key, source, mask = sample.image, sample.label_map(method), sample.key, shard, sample.mask
     else:
         image = _load_image(cfg.image, cfg.image_size or int(bank.manifest["image_size"]))
@@ -149,10 +151,12 @@ def class_name(names: dict[int, str], cls: int) -> str | None:
     return None if cls < 0 else names.get(int(cls), str(cls))
 
 
-def answer(cfg: QueryConfig, bank: Bank, model: PriorExtractor, device: Any = "cpu", index: Any = None) -> tuple[dict[str, Any], Patch]:
+def answer(
+    cfg: QueryConfig, bank: Bank, model: PriorExtractor, device: Any = "cpu", index: Any = None, sample: Sample | None = None
+) -> tuple[dict[str, Any], Patch]:
     """Embed ``cfg``'s patch and search an opened bank: (the hit list hits.json holds, minus its
     'sheet' entry; the patch). ``glocon bank query`` and the explorer both answer through here."""
-    patch = resolve_patch(cfg, bank)
+    patch = resolve_patch(cfg, bank, sample)
     vec = embed_region(model, patch, bank.manifest, device)
     names = bank.class_names
     hits = neighbours(bank, vec[None], cfg.k, cfg.nprobe, [patch.key if cfg.exclude_same_image else None], index)[0]

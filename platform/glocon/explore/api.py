@@ -62,7 +62,13 @@ def png_response(data: bytes) -> Response:
 
 def router(ex: Any) -> APIRouter:
     r = APIRouter(prefix="/api")
+    _sample_routes(r, ex)
+    _bank_routes(r, ex)
+    _eval_routes(r, ex)
+    return r
 
+
+def _sample_routes(r: APIRouter, ex: Any) -> None:
     @r.get("/shards")
     def shards() -> list[dict[str, Any]]:
         out = []
@@ -92,6 +98,8 @@ def router(ex: Any) -> APIRouter:
         scale = 1 if size is not None else display_scale(h, w, ex.cfg.display)
         return png_response(png(compose(s, parse_overlays(overlay), region_mask(s, region), scale), size))
 
+
+def _bank_routes(r: APIRouter, ex: Any) -> None:
     @r.get("/banks")
     def banks() -> list[dict[str, Any]]:
         return [ex.banks.summary(n) for n in ex.banks.names()]
@@ -111,6 +119,8 @@ def router(ex: Any) -> APIRouter:
     def tile(bank: str, id: int, size: int | None = Query(None, ge=16, le=1024)) -> Response:
         return png_response(ex.banks.tile_png(bank, id, size or ex.cfg.tile))
 
+
+def _eval_routes(r: APIRouter, ex: Any) -> None:
     @r.get("/evals")
     def evals() -> list[dict[str, Any]]:
         return [ex.evals.summary(n) for n in ex.evals.names()]
@@ -127,5 +137,3 @@ def router(ex: Any) -> APIRouter:
     @r.get("/eval/{name}/row.png")
     def row_png(name: str, fold: int, shots: int, index: int) -> Response:
         return png_response(ex.evals.row(name, fold, shots, index)[1])
-
-    return r

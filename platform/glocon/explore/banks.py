@@ -21,6 +21,7 @@ from glocon.bank.query import answer, class_name, hit_tile, load_bank_prior, que
 from glocon.bank.render import HIT_OUTLINE, render_tile, sheet_image
 from glocon.bank.store import Bank, open_bank
 from glocon.config import RESOLVED_NAME, load_config, validate_config
+from glocon.data.schema import Sample
 from glocon.device import pick_device
 from glocon.errors import GloconError
 from glocon.explore.folders import ExploreError, Folders
@@ -96,8 +97,8 @@ class Banks:
         data.update({k: v for k, v in where.items() if v is not None})
         return validate_config(QueryConfig, data, source=f"query of bank {ob.name!r}")
 
-    def check_sample(self, ob: OpenBank, shards: str, key: str) -> None:
-        """The key must be a sample this bank embedded, read from the same shard file."""
+    def check_sample(self, ob: OpenBank, shards: str, key: str) -> Sample:
+        """The key's sample, which must be one this bank embedded, read from the same shard file."""
         index = self.shardsets.index(shards)
         if key not in index:
             self.shardsets.sample(shards, key)  # raises the 404 that names the set
@@ -120,25 +121,30 @@ class Banks:
         held = Path(ob.bank.table.column("shard")[row].as_py()).resolve()
         if held != shown:
             raise ExploreError(409, f"bank {ob.name!r} was built from other shards: its sample {key!r} comes from {held}, the one shown from {shown}")
+        return self.shardsets.sample(shards, key)
+
+    def bank_sample(self, ob: OpenBank, key: str) -> Sample:
+        """The key's sample from the shard the bank's provenance names (no shards set given)."""
+        row = ob.bank.row_of_key(key)
+        if row is None:
+            raise ExploreError(404, f"sample {key!r} is not in bank {ob.name!r} ({ob.bank.root}, {ob.bank.manifest['counts']['images']} images)")
+        return self.shardsets.sample_at(ob.bank.table.column("shard")[row].as_py(), key)[1]
+
+    def _answer(self, name: str, key: str, shards: str | None, where: dict[str, Any]) -> tuple[OpenBank, QueryConfig, dict, Any]:
+        ob = self.get(name)
+        sample = self.check_sample(ob, shards, key) if shards is not None else self.bank_sample(ob, key)
+        cfg = self.config_for(ob, key=key, **where)
+        with ob.lock:  # one search at a time per bank: faiss's nprobe is set on the shared index
+            result, patch = answer(cfg, ob.bank, ob.model, ob.device, sample=sample)
+        return ob, cfg, result, patch
 
     def query(self, name: str, key: str, shards: str | None = None, **where: Any) -> dict[str, Any]:
         """What hits.json holds for this click, less its 'sheet' entry (the explorer writes no file)."""
-        ob = self.get(name)
-        if shards is not None:
-            self.check_sample(ob, shards, key)
-        cfg = self.config_for(ob, key=key, **where)
-        with ob.lock:  # one search at a time per bank: faiss's nprobe is set on the shared index
-            result, _ = answer(cfg, ob.bank, ob.model, ob.device)
-        return result
+        return self._answer(name, key, shards, where)[2]
 
     def sheet_png(self, name: str, key: str, shards: str | None = None, **where: Any) -> bytes:
         """The contact sheet ``glocon bank query`` writes as sheet.png, for the same click."""
-        ob = self.get(name)
-        if shards is not None:
-            self.check_sample(ob, shards, key)
-        cfg = self.config_for(ob, key=key, **where)
-        with ob.lock:
-            result, patch = answer(cfg, ob.bank, ob.model, ob.device)
+        ob, cfg, result, patch = self._answer(name, key, shards, where)
         tiles = [hit_tile(ob.bank, h, self.shardsets.sample_at(h["shard"], h["key"])[1]) for h in result["hits"]]
         image, _ = sheet_image(query_tile(patch, result["query"]), tiles, cfg.tile, cfg.columns)
         buf = io.BytesIO()

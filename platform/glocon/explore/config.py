@@ -31,6 +31,9 @@ class ExploreConfig(GloconModel):
     tile: int = Field(128, ge=32)  # hit tile side in pixels
     cache_samples: int = Field(256, ge=1)  # decoded samples kept in memory
     device: Literal["auto", "cpu", "cuda"] = "cpu"  # where queries are embedded and Fig. 5 rows computed
+    # torch / faiss threads of the server. 1: a click's resnet18 forward took 100 ms with one thread
+    # and 980 ms with two on this 2-core machine while other jobs ran (threads spin for busy cores).
+    threads: int | None = Field(1, ge=1)  # None: torch's default
 
     @field_validator("shards", "banks", "evals", "results")
     @classmethod

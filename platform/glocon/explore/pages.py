@@ -71,6 +71,15 @@ def router(ex: Any, templates: Jinja2Templates) -> APIRouter:
     def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, template, {"url": url, **context}, status_code=status)
 
+    _browse_routes(r, ex, render)
+    _eval_routes(r, ex, render)
+    _file_routes(r, ex, render)
+    return r
+
+
+def _browse_routes(r: APIRouter, ex: Any, render: Any) -> None:
+    """The index, a shards set's thumbnails, and a sample with its banks' answers."""
+
     @r.get("/", response_class=HTMLResponse)
     def index(request: Request):
         shards = []
@@ -114,6 +123,10 @@ def router(ex: Any, templates: Jinja2Templates) -> APIRouter:
             region=region, where=where, k=k, names=ex.class_names(), overlay=",".join(o for o in OVERLAYS if o in overlays),
         )  # fmt: skip
 
+
+def _eval_routes(r: APIRouter, ex: Any, render: Any) -> None:
+    """An evaluation's results and episodes, and one episode's Fig. 5 row."""
+
     @r.get("/eval/{name}", response_class=HTMLResponse)
     def evaluation(request: Request, name: str):
         summary = ex.evals.summary(name)
@@ -139,6 +152,10 @@ def router(ex: Any, templates: Jinja2Templates) -> APIRouter:
         return render(request, "episode.html", name=name, info=info, fold=fold, shots=shots, index=index, count=count,
                       peers=ex.evals.peers(name, fold, shots), class_name=info["class_name"] or ex.class_names().get(info["class"], ""))
 
+
+def _file_routes(r: APIRouter, ex: Any, render: Any) -> None:
+    """Probe, sweep and evaluation folders: listings, tables, plots (paths checked by safe_join)."""
+
     @r.get("/files/{kind}/{name}/{path:path}")
     def folder_file(request: Request, kind: str, name: str, path: str = ""):
         if kind not in ("results", "evals"):
@@ -156,5 +173,3 @@ def router(ex: Any, templates: Jinja2Templates) -> APIRouter:
     @r.get("/files/{kind}/{name}", response_class=HTMLResponse)
     def folder_root(request: Request, kind: str, name: str):
         return folder_file(request, kind, name, "")
-
-    return r
