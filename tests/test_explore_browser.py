@@ -89,12 +89,13 @@ def shot(browser, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def cli_hits(bank: Path, key: str, point: tuple[int, int], out: Path) -> dict:
-    """`glocon bank query --config <bank>/config.resolved.yaml key=... point=[x,y]`, as the CLI runs it."""
+def cli_hits(bank: Path, key: str, point: tuple[int, int] | None, out: Path, box: list[int] | None = None) -> dict:
+    """`glocon bank query --config <bank>/config.resolved.yaml key=... point=[x,y]` (or box=[...]), as the CLI runs it."""
     spec = importlib.util.spec_from_file_location("job_query_bank", REPO / "jobs" / "query_bank.py")
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
-    argv = ["--config", str(bank / "config.resolved.yaml"), f"bank={bank}", f"key={key}", f"point=[{point[0]},{point[1]}]", f"out={out}"]
+    where = f"point=[{point[0]},{point[1]}]" if point is not None else f"box=[{','.join(map(str, box))}]"
+    argv = ["--config", str(bank / "config.resolved.yaml"), f"bank={bank}", f"key={key}", where, f"out={out}"]
     assert job.main(argv) == 0
     return json.loads((out / "hits.json").read_text())
 
@@ -157,6 +158,21 @@ def test_a_hit_clicked_asks_again_from_its_superpixel(browser, server, data, tmp
     shot(browser, tmp_path, "hit-again")
     assert browser.find_element(By.ID, "page").get_attribute("data-key") == hit_key != key
     assert browser.find_element(By.CSS_SELECTOR, "section.panel p.query").get_attribute("data-superpixel") == hit_sp
+
+
+def test_dragging_a_box_asks_for_the_box_and_shows_the_hits_the_cli_writes_for_it(browser, server, data, tmp_path):
+    key = open_first_sample(browser, server, tmp_path)
+    view = browser.find_element(By.ID, "view")
+    w = int(view.get_attribute("data-w"))
+    scale = view.size["width"] / w
+    start = (int(round((10.5 * scale) - view.size["width"] / 2)), int(round((12.5 * scale) - view.size["height"] / 2)))
+    ActionChains(browser).move_to_element_with_offset(view, *start).click_and_hold().move_by_offset(int(30 * scale), int(20 * scale)).release().perform()
+    query = wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, 'section.panel[data-bank="a"] p.query')))
+    shot(browser, tmp_path, "box")
+    box = [int(v) for v in query.get_attribute("data-box").split(",")]
+    assert query.get_attribute("data-kind") == "box" and abs(box[0] - 10) <= 1 and abs(box[1] - 12) <= 1 and box[2] > box[0] + 20
+    written = cli_hits(data["bank_a"], key, None, tmp_path / "cli", box=box)
+    assert [h["id"] for h in shown_hits(browser, "a")] == [h["id"] for h in written["hits"]]
 
 
 def test_toggling_an_overlay_changes_the_image(browser, server, tmp_path):
