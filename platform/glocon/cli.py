@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   glocon show superpixels --shards runs/demo/shards --key embedded/000003 --out fig4.png
   glocon plugins
   glocon demo                      # the whole pipeline on the embedded data
+  glocon explore --config configs/explore-demo.yaml   # then open http://127.0.0.1:8765
 """
 
 # subcommand -> (job script, help)
@@ -37,6 +38,7 @@ JOBS = {
     "probe": ("probe.py", "dense evaluation of priors: retrieval mIoU, linear probe, prior-map AUROC, purity"),
     "fewshot": ("fewshot.py", "fit or evaluate a few-shot plugin: fewshot fit|eval --plugin NAME"),
     "demo": ("demo.py", "run the whole pipeline end to end on the embedded default data"),
+    "explore": ("explore.py", "a local web explorer of shards, banks, region maps and results"),
 }
 BANK = {"build": "build_bank.py", "query": "query_bank.py", "stats": "query_bank.py"}
 

@@ -74,7 +74,12 @@ def read(path: str | os.PathLike) -> pa.Table:
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise DataError(f"provenance table {path}: columns {missing} missing (expected {list(COLUMNS)})")
-    return table
+    # One chunk per column: take() on a multi-chunk table joins every chunk on each call (22 ms per
+    # query on a 1M-row bank, against 0.4 ms after this one-off 0.2 s join; bench/explore.py).
+    try:
+        return table.combine_chunks()
+    except pa.ArrowInvalid:  # a string column beyond 2 GB cannot be one chunk; keep the chunks
+        return table
 
 
 def rows(table: pa.Table, ids: Sequence[int]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from glocon.bank.provenance import rows
 from glocon.bank.render import Tile, render_sheet
 from glocon.bank.shardio import find_sample
 from glocon.bank.store import Bank, open_bank
-from glocon.data.schema import tar_key
+from glocon.data.schema import Sample, tar_key
 from glocon.data.superpixels import fh_labels, slic_labels
 from glocon.device import pick_device
 from glocon.errors import ConfigError, DataError
@@ -81,20 +81,21 @@ def _load_image(path: str, size: int) -> np.ndarray:
     return np.asarray(img)
 
 
-def resolve_patch(cfg: QueryConfig, bank: Bank) -> Patch:
-    """Turn the config's key / image + point / box / superpixel into an image and a pixel region."""
+def resolve_patch(cfg: QueryConfig, bank: Bank, sample: Sample | None = None) -> Patch:
+    """Turn the config's key / image + point / box / superpixel into an image and a pixel region.
+    ``sample``: the key's sample when the caller already read it (the explorer); else it is read
+    from the shard the bank's provenance names."""
     if (cfg.key is None) == (cfg.image is None):
         raise ConfigError("bank query: give exactly one of 'key' (a sample in the bank) or 'image' (an image file)")
     if sum(x is not None for x in (cfg.point, cfg.box, cfg.superpixel)) > 1:
         raise ConfigError("bank query: give at most one of 'point', 'box', 'superpixel'")
     method = bank.manifest["patch_method"]
     if cfg.key is not None:
-        keys = bank.table.column("key").to_numpy(zero_copy_only=False)
-        where = np.flatnonzero(keys == cfg.key)
-        if len(where) == 0:
+        row = bank.row_of_key(cfg.key)
+        if row is None:
             raise DataError(f"bank query: sample key {cfg.key!r} is not in bank {bank.root} (provenance table)")
-        shard = bank.table.column("shard")[int(where[0])].as_py()
-        sample = find_sample(shard, cfg.key)
+        shard = bank.table.column("shard")[row].as_py()
+        sample = sample if sample is not None else find_sample(shard, cfg.key)
         image, labels, key, source, mask = sample.image, sample.label_map(method), sample.key, shard, sample.mask
     else:
         image = _load_image(cfg.image, cfg.image_size or int(bank.manifest["image_size"]))
@@ -150,16 +151,13 @@ def class_name(names: dict[int, str], cls: int) -> str | None:
     return None if cls < 0 else names.get(int(cls), str(cls))
 
 
-def query_bank(cfg: QueryConfig) -> dict[str, Any]:
-    """Embed the patch, search, write hits.json + sheet.png; returns the hit list."""
-    if cfg.bank is None:
-        raise ConfigError("bank query: 'bank' is empty; expected the folder a bank build wrote")
-    bank = open_bank(cfg.bank)
-    device = pick_device(cfg.device)
-    model = load_bank_prior(bank, cfg.prior, cfg.allow_other_prior, device)
-    patch = resolve_patch(cfg, bank)
+def answer(
+    cfg: QueryConfig, bank: Bank, model: PriorExtractor, device: Any = "cpu", index: Any = None, sample: Sample | None = None
+) -> tuple[dict[str, Any], Patch]:
+    """Embed ``cfg``'s patch and search an opened bank: (the hit list hits.json holds, minus its
+    'sheet' entry; the patch). ``glocon bank query`` and the explorer both answer through here."""
+    patch = resolve_patch(cfg, bank, sample)
     vec = embed_region(model, patch, bank.manifest, device)
-    index = to_gpu(bank.index) if gpu_count() > 0 else bank.index
     names = bank.class_names
     hits = neighbours(bank, vec[None], cfg.k, cfg.nprobe, [patch.key if cfg.exclude_same_image else None], index)[0]
     for hit in hits:
@@ -172,22 +170,42 @@ def query_bank(cfg: QueryConfig) -> dict[str, Any]:
         "point": cfg.point, "box": cfg.box, "image_size": list(patch.image.shape[:2]),
         "dominant_class": q_class, "class_name": class_name(names, q_class),
     }
-    name = tar_key(patch.key or Path(patch.source).stem)
-    out = Path(cfg.out) if cfg.out else bank.root / "queries" / f"{name}-{patch.kind}-{patch.superpixel if patch.superpixel is not None else 'box'}"
     result = {
         "bank": str(bank.root), "factory": bank.manifest["factory"],
         "nprobe": cfg.nprobe if cfg.nprobe is not None else bank.manifest["nprobe"],
         "k": cfg.k, "query": query, "hits": hits,
     }
-    sheet = render_sheet(Tile(patch.image, patch.region, f"query {query['class_name'] or ''}".strip(), full=True), [_hit_tile(bank, h) for h in hits], out / "sheet.png", cfg.tile, cfg.columns)
+    return result, patch
+
+
+def query_bank(cfg: QueryConfig) -> dict[str, Any]:
+    """Embed the patch, search, write hits.json + sheet.png; returns the hit list."""
+    if cfg.bank is None:
+        raise ConfigError("bank query: 'bank' is empty; expected the folder a bank build wrote")
+    bank = open_bank(cfg.bank)
+    device = pick_device(cfg.device)
+    model = load_bank_prior(bank, cfg.prior, cfg.allow_other_prior, device)
+    index = to_gpu(bank.index) if gpu_count() > 0 else bank.index
+    result, patch = answer(cfg, bank, model, device, index)
+    name = tar_key(patch.key or Path(patch.source).stem)
+    out = Path(cfg.out) if cfg.out else bank.root / "queries" / f"{name}-{patch.kind}-{patch.superpixel if patch.superpixel is not None else 'box'}"
+    sheet = render_sheet(query_tile(patch, result["query"]), [hit_tile(bank, h) for h in result["hits"]], out / "sheet.png", cfg.tile, cfg.columns)
     result["sheet"] = {"path": str(out / "sheet.png"), **sheet}
     atomic_write_json(out / "hits.json", result)
     result["out"] = str(out)
     return result
 
 
-def _hit_tile(bank: Bank, hit: dict[str, Any]) -> Tile:
-    sample = find_sample(hit["shard"], hit["key"])
+def query_tile(patch: Patch, query: dict[str, Any]) -> Tile:
+    """The sheet's first tile: the whole query image, its region outlined."""
+    return Tile(patch.image, patch.region, f"query {query['class_name'] or ''}".strip(), full=True)
+
+
+def hit_tile(bank: Bank, hit: dict[str, Any], sample: Sample | None = None) -> Tile:
+    """A hit's tile: a crop around its superpixel, outlined. ``sample``: the hit's sample when the
+    caller already holds it (the explorer caches them); else it is read from the hit's shard."""
+    sample = sample if sample is not None else find_sample(hit["shard"], hit["key"])
     region = sample.label_map(bank.manifest["patch_method"]) == hit["superpixel"]
     cls = f" {hit['class_name']}" if hit.get("class_name") else ""
-    return Tile(sample.image, region, f"#{hit['rank']} {hit['score']:.3f}{cls}", bbox=(hit["x0"], hit["y0"], hit["x1"], hit["y1"]))
+    caption = f"#{hit['rank']} {hit['score']:.3f}{cls}" if "rank" in hit else cls.strip()
+    return Tile(sample.image, region, caption, bbox=(hit["x0"], hit["y0"], hit["x1"], hit["y1"]))

@@ -57,7 +57,7 @@ def _crop_box(bbox: tuple[int, int, int, int], h: int, w: int) -> tuple[int, int
     return max(0, cx - half), max(0, cy - half), min(w, cx + half + 1), min(h, cy + half + 1)
 
 
-def _outline(region: np.ndarray) -> np.ndarray:
+def outline(region: np.ndarray) -> np.ndarray:
     """(H, W) bool -> the region's boundary, 2 px thick."""
     inner = region & ~ndimage.binary_erosion(region, iterations=2, border_value=0)
     return inner
@@ -79,14 +79,14 @@ def render_tile(t: Tile, tile: int, color: tuple[int, int, int]) -> Image.Image:
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
     img = np.asarray(Image.fromarray(crop).resize(size, Image.BILINEAR)).copy()
     reg = np.asarray(Image.fromarray(reg.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
-    img[_outline(reg)] = color
+    img[outline(reg)] = color
     canvas = Image.new("RGB", (tile, tile), BACKGROUND)
     canvas.paste(Image.fromarray(img), ((tile - size[0]) // 2, (tile - size[1]) // 2))
     return canvas
 
 
-def render_sheet(query: Tile, hits: list[Tile], path: str | os.PathLike, tile: int = 160, columns: int = 6) -> dict:
-    """Write the PNG atomically; returns {'size': (w, h), 'tiles': n, 'columns', 'rows', 'tile'}."""
+def sheet_image(query: Tile, hits: list[Tile], tile: int = 160, columns: int = 6) -> tuple[Image.Image, dict]:
+    """The contact sheet in memory; returns (image, {'size': (w, h), 'tiles': n, 'columns', 'rows', 'tile'})."""
     tiles = [(query, QUERY_OUTLINE)] + [(h, HIT_OUTLINE) for h in hits]
     cols, rows = grid(len(tiles), columns)
     sheet = Image.new("RGB", sheet_size(len(tiles), tile, columns), BACKGROUND)
@@ -97,7 +97,12 @@ def render_sheet(query: Tile, hits: list[Tile], path: str | os.PathLike, tile: i
         x, y = c * tile, r * (tile + CAPTION)
         sheet.paste(render_tile(t, tile, color), (x, y))
         draw.text((x + 3, y + tile + 3), t.caption[: max(8, tile // 6)], fill=TEXT, font=font)
-    path = Path(path)
-    with atomic_open(path, "wb") as fh:
+    return sheet, {"size": list(sheet.size), "tiles": len(tiles), "columns": cols, "rows": rows, "tile": tile}
+
+
+def render_sheet(query: Tile, hits: list[Tile], path: str | os.PathLike, tile: int = 160, columns: int = 6) -> dict:
+    """Write the PNG atomically; returns {'size': (w, h), 'tiles': n, 'columns', 'rows', 'tile'}."""
+    sheet, info = sheet_image(query, hits, tile, columns)
+    with atomic_open(Path(path), "wb") as fh:
         sheet.save(fh, format="PNG")
-    return {"size": list(sheet.size), "tiles": len(tiles), "columns": cols, "rows": rows, "tile": tile}
+    return info

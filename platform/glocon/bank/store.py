@@ -17,6 +17,7 @@ from typing import Any
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from glocon.bank import provenance
@@ -112,6 +113,12 @@ class Bank:
                 raise DataError(f"bank vectors {path}: shape {arr.shape}, expected {(self.count, self.dim)}")
             self._vectors = arr
         return self._vectors
+
+    def row_of_key(self, key: str) -> int | None:
+        """The first provenance row of sample ``key`` (None when the bank does not hold it). A scan
+        in Arrow, not a Python list: a 1M-row bank answers in milliseconds (bench/explore.py)."""
+        row = pc.index(self.table.column("key"), key).as_py()
+        return None if row is None or row < 0 else int(row)
 
     @property
     def class_names(self) -> dict[int, str]:

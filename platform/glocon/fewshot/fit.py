@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from glocon import tblog
 from glocon.config import save_resolved
 from glocon.dashboard import Dashboard
 from glocon.errors import ConfigError
@@ -283,9 +284,11 @@ def _fit_one(plugin: Any, cfg: FewShotConfig, fold: int, shots: int, source: Any
         ),
     )
     history: list[dict[str, Any]] = []
+    tb = tblog.run_log(run_dir(cfg, fold, shots), "fit")  # <run>/tb/ for TensorBoard (optional)
 
     def on_metrics(m: dict[str, Any]) -> None:
         history.append(m)
+        tb.log(m)
         if m.get("event") == "start":
             dash.update(completed=m["step"], total=m["total_steps"])
             if m.get("resumed_from_step"):
@@ -295,6 +298,7 @@ def _fit_one(plugin: Any, cfg: FewShotConfig, fold: int, shots: int, source: Any
 
     with MetricsPoller(actor, on_metrics):
         result = trainer.fit()
+    tb.close()
     ray.kill(actor)
     if getattr(result, "error", None) is not None:
         raise result.error

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glocon import tblog
 from glocon.config import save_resolved
 from glocon.dashboard import Dashboard
 from glocon.io import atomic_write_text
@@ -166,9 +167,11 @@ class _Feed:
         self.lines: list[str] = []
         if log_path.is_file():  # a resumed run keeps its history
             self.lines = log_path.read_text().splitlines()
+        self.tb = tblog.run_log(log_path.parent, "pretrain")  # <run>/tb/ for TensorBoard (optional)
 
     def __call__(self, m: dict[str, Any]) -> None:
         self.lines.append(json.dumps(m, sort_keys=True))
+        self.tb.log(m)
         event = m.get("event")
         if event == "start":
             self.dash.update(completed=m["step"], total=m["total_steps"])
@@ -191,6 +194,7 @@ class _Feed:
 
     def flush(self) -> None:
         atomic_write_text(self.log_path, "\n".join(self.lines) + ("\n" if self.lines else ""))
+        self.tb.flush()
 
 
 def run_pretraining(cfg: PretrainConfig, *, callbacks: list | None = None) -> PretrainResult:
@@ -213,6 +217,7 @@ def run_pretraining(cfg: PretrainConfig, *, callbacks: list | None = None) -> Pr
         with MetricsPoller(actor, feed) as poller:
             result = trainer.fit()
         feed.flush()
+        feed.tb.close()
         export = None
         if result.checkpoint is not None:
             with result.checkpoint.as_directory() as folder:
