@@ -84,7 +84,7 @@ def test_shards_that_do_not_match_their_manifest_are_named_before_ray_starts(tmp
 def test_fewer_samples_than_one_global_batch_names_batch_size(tmp_path):
     folder = shards(tmp_path / "s", n=8, per_shard=4)
     with pytest.raises(PreflightError, match=r"^batch_size=16: the shards hold 8 samples per epoch, less than one global batch"):
-        check_pretrain(pretrain_cfg(tmp_path, f"data.shards={folder}"))
+        check_pretrain(pretrain_cfg(tmp_path, f"data.shards={folder}", "batch_size=16"))
 
 
 def test_bank_build_with_a_missing_prior_ends_in_one_error_line_and_exit_2(tmp_path, capsys):

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from glocon.config import GloconModel, load_config, split_cli
 from glocon.errors import GloconError
+from glocon.preflight import PreflightError
 
 
 def run_job(
@@ -35,6 +36,8 @@ def run_job(
         return _fail(label, exc, 2)
     try:
         return int(run(cfg) or 0)
+    except PreflightError as exc:  # found before any work started: bad input, whatever run_exit says
+        return _fail(label, exc, 2)
     except GloconError as exc:
         if run_exit is None:
             raise

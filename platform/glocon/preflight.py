@@ -167,6 +167,10 @@ def check_fewshot(cfg: Any, mode: str = "fit") -> None:
     specs = [shards] if isinstance(shards, str) or shards is None else list(shards)
     for i, spec in enumerate(specs):
         shard_set(spec, "data.shards" if len(specs) == 1 else f"data.shards[{i}]")
+    if mode == "eval" and cfg.eval.shards:
+        held = [cfg.eval.shards] if isinstance(cfg.eval.shards, str) else list(cfg.eval.shards)
+        for i, spec in enumerate(held):
+            shard_set(spec, "eval.shards" if len(held) == 1 else f"eval.shards[{i}]")
     if cfg.prior and mode != "objective":  # the objective's prior is the trial's own export
         check_file(cfg.prior, "prior", "a prior-extractor export (jobs/pretrain.py writes <storage_path>/<name>/prior.pt)")
     if mode == "eval" and cfg.eval.weights and not Path(cfg.eval.weights).exists():

@@ -43,6 +43,15 @@ class ShardEpisodeSource:
         self.class_index = {c: sorted(ks) for c, ks in sorted(merged.items())}
         self._classes: dict[str, dict[int, int]] = {}
 
+    def class_names(self) -> dict[int, str]:
+        """Class id -> name from the shards' manifests (COCO, semantic layouts); {} when none says."""
+        names: dict[int, str] = {}
+        for index in self.indexes:
+            table = getattr(index.manifest, "class_table", None)
+            if table is not None:
+                names.update(table.names)
+        return names
+
     def digest(self) -> str:
         """sha256 over every shard's sha256 in the manifests: what episode files and the fit cache are keyed by."""
         import hashlib

@@ -25,7 +25,7 @@ from glocon.fewshot.config import FewShotConfig
 from glocon.fewshot.episodes import EpisodeSet, episodes_for
 from glocon.fewshot.metrics import ClassIoUAccumulator, RegionMapAccumulator, intersection_union
 from glocon.fewshot.report import figure_png, results_markdown
-from glocon.fewshot.sources import build, check_split_separation, class_names, eval_split, fold_split, folds_of, open_source, resolve_device
+from glocon.fewshot.sources import build, check_split_separation, class_names, eval_split, fold_split, folds_of, open_source, resolve_device, resolve_paths
 from glocon.fewshot.state import load_model_file, load_trainable_state, weights_for
 from glocon.fewshot.transforms import to_original
 from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
@@ -142,6 +142,11 @@ def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, A
     the per-episode counts and fig5-fold<f>-<k>shot.png to ``eval.out_dir``. Returns the results."""
     if isinstance(cfg, Mapping):
         cfg = FewShotConfig.model_validate(cfg)
+    from glocon.preflight import check_fewshot
+
+    cfg = resolve_paths(cfg)
+    if source is None:
+        check_fewshot(cfg, "eval")
     device = resolve_device(cfg)
     src = CachedSource(open_source(cfg, source, "eval"))
     if source is None and cfg.eval.shards:

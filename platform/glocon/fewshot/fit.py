@@ -240,10 +240,12 @@ def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
         cfg = FewShotConfig.model_validate(cfg)
     if not getattr(plugin, "trainable", False):
         return {"plugin": plugin.name, "trained": False, "reason": "training-free plugin: nothing to fit"}
-    import ray
-
+    from glocon.preflight import check_fewshot
     from glocon.raycluster import init_ray
 
+    cfg = resolve_paths(cfg)
+    if source is None:
+        check_fewshot(cfg, "fit")  # before Ray starts: missing shards, prior or split folder
     init_ray(cfg.ray)
     summary: dict[str, Any] = {"plugin": plugin.name, "trained": True, "folds": {}}
     for fold in folds_of(cfg):

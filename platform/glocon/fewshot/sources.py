@@ -3,7 +3,6 @@ device, the prior and the plugin's model."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import torch
@@ -45,23 +44,23 @@ def check_split_separation(fit_source: Any, eval_source: Any) -> None:
         raise ConfigError(f"eval.shards and data.shards share {len(shared)} images (e.g. {sorted(shared)[:3]}); the eval split must be held out")
 
 
-def _abs(path: str | None) -> str | None:
-    return None if path is None or "://" in path else str(Path(path).resolve())
-
-
 def resolve_paths(cfg: FewShotConfig) -> FewShotConfig:
-    """A copy with absolute paths: Ray workers run in another working directory."""
+    """A copy with every path absolute and outliving a Ray job (``glocon.paths.resolve``): Ray
+    workers run in another working directory, and a submitted job's own copy of the code is deleted."""
+    from glocon.paths import resolve
+
     data = cfg.model_dump(mode="json")
-    for section in (data["data"], data["eval"]):
+    for name, section in (("data", data["data"]), ("eval", data["eval"])):
         shards = section["shards"]
         if shards is not None:
-            section["shards"] = _abs(shards) if isinstance(shards, str) else [_abs(p) for p in shards]
-    data["data"]["fss_split_dir"] = _abs(data["data"]["fss_split_dir"])
-    data["prior"] = _abs(data["prior"])
-    data["episodes_dir"] = _abs(data["episodes_dir"])
-    data["fit"]["storage_path"] = _abs(data["fit"]["storage_path"])
-    if data["fit"]["cache"]["dir"]:
-        data["fit"]["cache"]["dir"] = _abs(data["fit"]["cache"]["dir"])
+            section["shards"] = resolve(shards, f"{name}.shards") if isinstance(shards, str) else [resolve(p, f"{name}.shards[{i}]") for i, p in enumerate(shards)]
+    data["data"]["fss_split_dir"] = resolve(data["data"]["fss_split_dir"], "data.fss_split_dir")
+    data["prior"] = resolve(data["prior"], "prior")
+    data["episodes_dir"] = resolve(data["episodes_dir"], "episodes_dir")
+    data["fit"]["storage_path"] = resolve(data["fit"]["storage_path"], "fit.storage_path")
+    data["fit"]["cache"]["dir"] = resolve(data["fit"]["cache"]["dir"], "fit.cache.dir")
+    data["eval"]["out_dir"] = resolve(data["eval"]["out_dir"], "eval.out_dir")
+    data["eval"]["weights"] = resolve(data["eval"]["weights"], "eval.weights")
     return FewShotConfig.model_validate(data)
 
 
