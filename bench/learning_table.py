@@ -27,6 +27,10 @@ COCO128 = REPO.parent / "shared" / "data" / "coco128"
 
 # (row name, loss overrides); Eq. (7) with one weight at 0 is Table VI's "global only" / "local only"
 LOSSES = (("global only", ["loss.w_local=0"]), ("local only", ["loss.w_global=0"]), ("global + local", []))
+ABLATIONS = (
+    ("mocov2-colour (hue jitter 0.1, grayscale 0.2)", ["views.jitter=[0.4,0.4,0.4,0.1]", "views.grayscale_p=0.2"]),
+    ("linear-rule lr 0.00375 (0.03 x 32 / 256)", ["optim.lr=0.00375"]),
+)
 INITS = {
     "scratch": ["model.backbone=resnet18", "model.output_stride=16", "model.weights=null"],
     "ImageNet": ["model.backbone=efficientnet_lite0", "model.output_stride=16", "model.weights=package:efficientnet_lite0", "optim.lr=0.01"],
@@ -60,7 +64,8 @@ def pretrain(config: Path, train: Path, out: Path, name: str, steps: int, overri
     from glocon.train.config import PretrainConfig
     from glocon.train.pretrain import run_pretraining
 
-    cfg = load_config(PretrainConfig, config, [f"data.shards={train}", f"storage_path={out / 'pretrain'}", f"name={name}", *overrides])
+    # no epoch-end probe inside the table runs: the table probes every export itself, on the val split
+    cfg = load_config(PretrainConfig, config, [f"data.shards={train}", f"storage_path={out / 'pretrain'}", f"name={name}", "probe.every_epochs=0", *overrides])
     per_epoch = max(1, sum(s.count for s in Manifest.load(train).shards) // cfg.batch_size)
     cfg = cfg.model_copy(update={"epochs": max(1, math.ceil(steps / per_epoch))})
     export = out / "pretrain" / name / "prior.pt"
@@ -79,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", choices=["embedded", "coco128"], default="embedded")
     ap.add_argument("--config", default=None, help="the recipe (default: configs/pretrain-<data>.yaml)")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--steps", type=int, default=360)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--pretrain-seeds", type=int, nargs="*", default=[])
     ap.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
+    ap.add_argument("--ablations", action="store_true", help="also the recipe with MoCo v2's colour augmentation and with MoCo's linear-rule lr")
     args = ap.parse_args(argv)
 
     from glocon.probe.config import ProbeConfig
@@ -100,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             priors[f"{init}: {loss}"] = export
         first = priors[f"{init}: global only"]
         priors[f"{init}: untrained" if init == "scratch" else "ImageNet: Lite0's ImageNet features (no pretraining here)"] = f"random:{first}" if init == "scratch" else f"init:{first}"
+    if args.ablations:  # what the recipe's two departures from MoCo v2 are worth, measured at the same steps
+        for label, ov in ABLATIONS:
+            export, summaries[f"scratch: global + local, {label}"], _ = pretrain(config, train, out, "scratch-" + label.split()[0], args.steps, [*INITS["scratch"], *ov])
+            priors[f"scratch: global + local, {label}"] = export
     for seed in args.pretrain_seeds:
         name = f"scratch-global-local-seed{seed}"
         export, summaries[f"scratch: global + local, pretraining seed {seed}"], _ = pretrain(config, train, out, name, args.steps, [*INITS["scratch"], f"seed={seed}"])
