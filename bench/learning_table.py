@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--pretrain-seeds", type=int, nargs="*", default=[])
     ap.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
+    ap.add_argument("--imagenet-losses", choices=["all", "both"], default="all", help="both: from ImageNet, only global + local (saves two runs)")
     ap.add_argument("--ablations", action="store_true", help="also the recipe with MoCo v2's colour augmentation and with MoCo's linear-rule lr")
     args = ap.parse_args(argv)
 
@@ -100,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     priors: dict[str, str] = {}
     summaries: dict[str, dict] = {}
     for init in args.inits:
-        for loss, ov in LOSSES:
+        for loss, ov in LOSSES if init == "scratch" or args.imagenet_losses == "all" else LOSSES[-1:]:
             name = f"{init}-{loss.replace(' + ', '-').replace(' ', '-')}"
             export, summaries[f"{init}: {loss}"], _ = pretrain(config, train, out, name, args.steps, [*INITS[init], *ov])
             priors[f"{init}: {loss}"] = export
-        first = priors[f"{init}: global only"]
+        first = priors[f"{init}: global + local"]
         priors[f"{init}: untrained" if init == "scratch" else "ImageNet: Lite0's ImageNet features (no pretraining here)"] = f"random:{first}" if init == "scratch" else f"init:{first}"
     if args.ablations:  # what the recipe's two departures from MoCo v2 are worth, measured at the same steps
         for label, ov in ABLATIONS:
