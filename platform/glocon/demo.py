@@ -199,17 +199,18 @@ def _object_point(sample: Any) -> tuple[int, int]:
 # Every row reads the same episode files. The controls: QGNet with the prior map off (fewer trained
 # layers too), QGNet with an untrained prior of the same architecture (same layers, no pretraining),
 # and the training-free prototype on F's own ImageNet features and on the prior's, both read at
-# stride 8 so that they compare at one feature resolution (issue 12).
+# stride 16, the stride QGNet reads F and the prior at in the CPU configs (configs/fewshot-demo.yaml),
+# so that every row compares at one feature resolution (issue 12).
 VARIANTS: dict[str, tuple[str, list[str], str | None]] = {
     "qgnet": ("qgnet", [], "pretrained"),
     "qgnet-no-prior": ("qgnet", ["model.use_prior_map=false"], "pretrained"),
     "qgnet-untrained-prior": ("qgnet", [], "untrained"),
     "proto-imagenet": (
         "proto",
-        ["model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.output_stride=8"],
+        ["model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.output_stride=16"],
         None,
     ),
-    "proto-prior": ("proto", ["model.output_stride=8"], "pretrained"),
+    "proto-prior": ("proto", ["model.output_stride=16"], "pretrained"),
 }
 
 
