@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from glocon.config import load_config
 from glocon.errors import ConfigError
 from glocon.paths import RAY_JOB_CONFIG_ENV, SUBMIT_DIR_ENV, ray_job_working_dir, resolve
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]  # not from conftest: plugins/qgnet/tests has a conftest module too
 
 
 @pytest.fixture

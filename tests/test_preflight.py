@@ -19,7 +19,7 @@ from glocon.data.schema import Sample
 from glocon.preflight import PreflightError, check_fewshot, check_pretrain, shard_set
 from glocon.train.config import PretrainConfig
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]  # not from conftest: plugins/qgnet/tests has a conftest module too
 from shard_writer import write_sample_shards
 
 CONFIGS = REPO / "configs"
