@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(PY) jobs/demo.py --config configs/demo.yaml $(if $(DATA),data.root=$(DATA)) $(if $(LAYOUT),data.layout=$(LAYOUT)) $(ARGS)
 
 test: $(STAMP)
+	$(PY) -m ruff check platform plugins jobs bench tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

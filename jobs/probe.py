@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def probe(cfg: ProbeConfig) -> None:
     with Dashboard("probe", unit="priors") as dash:
-        results = run_probe(cfg, log=dash.log)
+        run_probe(cfg, log=dash.log)
     print((Path(cfg.out) / "results.md").read_text(), end="")
     print(f"results: {Path(cfg.out) / 'results.json'}")
 

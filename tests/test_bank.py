@@ -15,7 +15,6 @@ from PIL import Image
 
 from glocon.bank.build import build_bank
 from glocon.bank.config import BankConfig, IndexConfig, QueryConfig, StatsConfig
-from glocon.bank.embed import patch_table
 from glocon.bank.index import build_index, choose_factory, read_index, recall_at_k, search
 from glocon.bank.query import Patch, embed_region, load_bank_prior, query_bank
 from glocon.bank.render import BACKGROUND, CAPTION, HIT_OUTLINE, QUERY_OUTLINE, sheet_size
@@ -25,7 +24,7 @@ from glocon.bank.store import INDEX, open_bank
 from glocon.bank.synthetic import clustered_vectors
 from glocon.errors import DataError
 from glocon.io import sha256_file
-from glocon.models.prior import PriorArch, PriorExtractor, load_prior_extractor, save_export
+from glocon.models.prior import PriorArch, PriorExtractor, save_export
 
 from bank_shards import write_shards
 

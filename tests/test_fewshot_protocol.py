@@ -5,7 +5,6 @@ comparison) against independent computations."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

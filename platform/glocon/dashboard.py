@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Mapping, TextIO
+from typing import Any, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -159,5 +159,3 @@ class Dashboard:
         print(text, file=self.stream, flush=True)
 
 
-def metrics_line(metrics: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())

@@ -16,10 +16,6 @@ def pick_device(prefer: str = "auto") -> torch.device:
     return torch.device(prefer)
 
 
-def cuda_available() -> bool:
-    return torch.cuda.is_available()
-
-
 def autocast(device: torch.device, enabled: bool = True):
     """Mixed precision on CUDA only; on CPU a no-op context (fp32 is the reference there)."""
     if enabled and device.type == "cuda":

@@ -30,6 +30,9 @@ def run_job(
     with ``run_exit=None`` it propagates from ``run``.
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(help_text(load, getattr(sys.modules.get("__main__"), "__doc__", None)))
+        return 0
     try:
         cfg = load_config(load, *split_cli(args)) if isinstance(load, type) else load(args)
     except GloconError as exc:
@@ -42,6 +45,22 @@ def run_job(
         if run_exit is None:
             raise
         return _fail(label, exc, run_exit)
+
+
+def help_text(load: type[GloconModel] | Callable[[list[str]], Any], doc: str | None) -> str:
+    """What ``-h`` prints: the job's own docstring, then (for a config model) its top-level keys,
+    each with its type and default, so a user sees what ``key=value`` can set."""
+    parts = [doc.strip() if doc else "usage: python jobs/<job>.py --config FILE.yaml [key=value ...]"]
+    if isinstance(load, type) and issubclass(load, GloconModel):
+        rows = []
+        for name, field in load.model_fields.items():
+            kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+            default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
+            if isinstance(field.annotation, type) and issubclass(field.annotation, GloconModel):
+                default = "section: " + ", ".join(field.annotation.model_fields)
+            rows.append(f"  {name:<18} {kind:<16} {default}"[:160])
+        parts.append(f"config keys of {load.__name__} (override any of them, nested ones dotted: a.b=value):\n" + "\n".join(rows))
+    return "\n\n".join(parts)
 
 
 def _fail(label: str, exc: GloconError, code: int) -> int:

@@ -23,6 +23,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from glocon import ops
+
 EPS = 1e-7  # paper, after Eq. 12; also the release's ``cosine_eps``
 GAP_EPS = 5e-4  # PFENet's Weighted_GAP adds 0.0005 to the mask area
 
@@ -63,9 +65,7 @@ def cosine_similarity_map(x: torch.Tensor, p: torch.Tensor, eps: float = EPS) ->
 
 def min_max_normalize(s: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Eq. (12): S = (S - min S) / (max S - min S + eps), per image. s: (B, N) -> (B, N) in [0, 1)."""
-    lo = s.min(dim=1, keepdim=True).values
-    hi = s.max(dim=1, keepdim=True).values
-    return (s - lo) / (hi - lo + eps)
+    return ops.min_max_normalize(s, eps)
 
 
 def prior_region_map(bridge: torch.Tensor, prior: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -112,9 +112,7 @@ def category_guider(support_feats: torch.Tensor, support_mask: torch.Tensor, eps
     -> (B, C, 1, 1) = sum_hw(f * m) / (sum_hw(m) + eps).
     """
     mask = _fit_mask(support_mask, tuple(support_feats.shape[-2:]))
-    num = (support_feats * mask).sum(dim=(2, 3), keepdim=True)
-    area = mask.sum(dim=(2, 3), keepdim=True) + eps
-    return num / area
+    return ops.masked_average(support_feats, mask, eps)[:, :, None, None]
 
 
 def k_shot_average(per_shot: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:

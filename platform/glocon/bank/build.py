@@ -18,7 +18,7 @@ import torch
 
 from glocon.bank import provenance
 from glocon.bank.config import BankConfig
-from glocon.bank.embed import embed_patches, embedding_dim, global_vector, patch_table, to_input
+from glocon.bank.embed import embed_patches, global_vector, patch_table, to_input
 from glocon.bank.index import build_index, choose_factory, gpu_count, write_index
 from glocon.bank.shardio import iter_shard, shard_urls
 from glocon.bank.store import GLOBAL, IMAGES, INDEX, PROVENANCE, VECTORS, load_class_names, save_npy, write_manifest
@@ -65,7 +65,7 @@ class ShardEmbedder:
             images.append({"key": sample.key, "shard": url, "height": h, "width": w, "n_patches": n})
             if cfg.global_embedding:
                 globals_.append(global_vector(self.model, to_input(sample.image, cfg.input_size, self.device))[0].cpu().numpy())
-        dim = embedding_dim(self.model, cfg.embedding)
+        dim = self.model.dense_channels(cfg.embedding)
         return {
             "shard": url,
             "vectors": np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),

@@ -10,7 +10,7 @@ from glocon.config import GloconModel
 from glocon.data.superpixels import SuperpixelConfig
 from glocon.raycluster import RayConfig
 
-# Which dense map a patch vector is pooled from:
+# Which dense map a patch vector is pooled from (glocon.models.prior.DenseMap):
 #   prior      = PriorExtractor.prior_features (P_q of Eq. 8, what the plugins see; the default)
 #   local_head = the local projection head (the space L_local of Eq. 6 was trained in)
 #   backbone   = the backbone's last stage, whatever the export's prior_source says

@@ -15,20 +15,11 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from glocon.data.record import IGNORE_INDEX
 from glocon.models.prior import PriorExtractor
+from glocon.ops import IGNORE_INDEX
 from glocon.pooling import patch_weights, pool_patches
 
 NO_CLASS = -1
-
-
-def embedding_dim(model: PriorExtractor, source: str) -> int:
-    """Size of the vectors ``source`` gives for this prior (what the bank's index must hold)."""
-    if source == "prior":
-        return model.feature_dim
-    if source == "local_head":
-        return model.arch.proj_dim
-    return model.backbone.out_channels
 
 
 def to_input(image: np.ndarray, input_size: int | None, device: torch.device) -> torch.Tensor:
@@ -40,15 +31,6 @@ def to_input(image: np.ndarray, input_size: int | None, device: torch.device) ->
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return x
-
-
-@torch.no_grad()
-def dense_map(model: PriorExtractor, x: torch.Tensor, source: str) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> (B, D, h, w): the map patches are pooled from."""
-    if source == "prior":
-        return model.prior_features(x)
-    feat = model.features(x)
-    return model.local_head(feat) if source == "local_head" else feat
 
 
 @torch.no_grad()
@@ -74,7 +56,7 @@ def embed_patches(
     """
     device = torch.device(device)
     x = to_input(image, input_size, device)
-    feats = dense_map(model, x, source).float()  # (1, D, h, w)
+    feats = model.dense_map(x, source).float()  # (1, D, h, w)
     lab = torch.from_numpy(np.array(labels, dtype=np.int64, copy=True)).to(device).long()[None]
     weights = patch_weights(lab, n_patches, tuple(feats.shape[-2:]), mode)  # (1, P, h*w)
     pooled, area = pool_patches(feats, weights)  # (1, P, D), (1, P)

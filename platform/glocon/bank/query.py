@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from glocon.bank.config import QueryConfig
-from glocon.bank.embed import embed_patches, embedding_dim, patch_table
+from glocon.bank.embed import embed_patches, patch_table
 from glocon.bank.index import gpu_count, search, to_gpu
 from glocon.bank.provenance import rows
 from glocon.bank.render import Tile, render_sheet
@@ -49,7 +49,7 @@ def load_bank_prior(bank: Bank, prior: str | None = None, allow_other: bool = Fa
     path = prior or bank.manifest["prior"]["path"]
     model = load_prior_extractor(path, map_location=device)
     source = bank.manifest["embedding"]
-    dim = embedding_dim(model, source)
+    dim = model.dense_channels(source)
     if dim != bank.dim:
         raise DataError(
             f"prior {path}: gives {dim}-d {source!r} vectors, but bank index {bank.index_path} holds {bank.dim}-d vectors "

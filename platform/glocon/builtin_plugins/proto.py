@@ -18,19 +18,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glocon import ops
 from glocon.config import GloconModel
 from glocon.errors import ConfigError
 from glocon.models.backbones import build_backbone
 from glocon.models.prior import PriorExtractor, load_prior_extractor, with_output_stride
+from glocon.ops import IGNORE_INDEX
 from glocon.plugins import Plugin
 
-IGNORE_INDEX = 255
 EPS = 1e-7
 
 
 class ProtoConfig(GloconModel):
     source: Literal["prior", "backbone"] = "prior"
     # prior_features: P_q as the export defines it; local_head: the dense 128-d head; layerN: a backbone stage
+    # (with source=prior, the extractor's own names: glocon.models.prior.DenseMap)
     layer: Literal["prior_features", "local_head", "layer2", "layer3", "layer4"] = "prior_features"
     prior_path: str | None = None  # used when build_model gets no prior and source="prior"
     backbone: str = "resnet50"  # source="backbone" only
@@ -55,19 +57,13 @@ def masked_average_pool(feats: torch.Tensor, masks: torch.Tensor, eps: float = 1
     """
     if tuple(masks.shape[-2:]) != tuple(feats.shape[-2:]):
         masks = F.interpolate(masks, size=feats.shape[-2:], mode="area")
-    return (feats * masks).sum(dim=(2, 3)) / (masks.sum(dim=(2, 3)) + eps)
+    return ops.masked_average(feats, masks, eps)
 
 
 def prototype_similarity(feats: torch.Tensor, proto: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Cosine between every position of feats (B, C, h, w) and its image's prototype (B, C) -> (B, h, w)."""
     dots = (feats * proto[:, :, None, None]).sum(dim=1)
     return dots / (feats.norm(dim=1) * proto.norm(dim=1)[:, None, None] + eps)
-
-
-def _min_max(s: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    flat = s.flatten(1)
-    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
-    return (s - lo[:, None, None]) / (hi - lo + eps)[:, None, None]
 
 
 class ProtoSegmenter(nn.Module):
@@ -113,11 +109,7 @@ class ProtoSegmenter(nn.Module):
         """(N, 3, H, W) in [0, 1] -> (N, C, h, w) from the configured source and layer."""
         layer = self.cfg.layer
         if self.prior is not None:
-            if layer == "prior_features":
-                return self.prior.prior_features(images)
-            if layer == "local_head":
-                return self.prior.local_head(self.prior.features(images))
-            return self.prior.backbone(self.prior.normalize(images), upto=layer)[layer]
+            return self.prior.dense_map(images, layer)
         assert self.backbone is not None
         return self.backbone((images - self.mean) / self.std, upto=layer)[layer]
 
@@ -135,12 +127,12 @@ class ProtoSegmenter(nn.Module):
             proto_bg = masked_average_pool(sf, bg).view(b, k, -1).mean(dim=1)
             scores = torch.stack([prototype_similarity(qf, proto_bg), sim_fg], dim=1) * cfg.scale
         else:
-            s = _min_max(sim_fg) if cfg.normalize else sim_fg
+            s = ops.min_max_normalize(sim_fg, EPS) if cfg.normalize else sim_fg
             # sigmoid(scale * (s - t)) is the foreground probability; argmax == (s > t)
             margin = (s - cfg.threshold) * (cfg.scale / 2)
             scores = torch.stack([-margin, margin], dim=1)
         logits = F.interpolate(scores, size=query.shape[-2:], mode="bilinear", align_corners=True)
-        return {"logits": logits, "guided_region_map": _min_max(sim_fg).unsqueeze(1)}
+        return {"logits": logits, "guided_region_map": ops.min_max_normalize(sim_fg, EPS).unsqueeze(1)}
 
     def loss(self, out: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """CE with 255 ignored (reported only: nothing here trains)."""

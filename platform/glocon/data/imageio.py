@@ -31,7 +31,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from glocon.data.record import IGNORE_INDEX
+from glocon.ops import IGNORE_INDEX
 from glocon.errors import DataError
 
 # PIL's own default (about 89.5 megapixels, ~1 GB of RGBA). PIL only warns above it and raises

@@ -14,12 +14,14 @@ url-level stage, before the tar is opened; ``ShardIndex`` checks before it reads
 
 from __future__ import annotations
 
+import json
 import os
 import tarfile
 from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from glocon import seeds
 from glocon.data.schema import Sample, decode_sample, tar_key
 from glocon.data.shards import MANIFEST_NAME, Manifest, ShardEntry
 from glocon.data.verify import check_shard, expected_shas
@@ -155,7 +157,7 @@ class _RankSeed:
         import torch.utils.data
 
         info = torch.utils.data.get_worker_info()
-        return self.rank * 1000 + (info.id if info is not None else 0)
+        return seeds.resampled_worker(self.rank, info.id if info is not None else 0)
 
 
 class _CheckedShards:
@@ -232,7 +234,7 @@ def stream_samples(
         ds.pipeline[0] = wds.ResampledShards(urls, seed=seed, deterministic=True, worker_seed=worker_seed)
     if shuffle_buffer > 0:
         # A seed apart from the shard shuffle's, so the two orders are not drawn from one stream.
-        ds.append(wds.detshuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seed + 1_000_003))
+        ds.append(wds.detshuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seeds.sample_shuffle(seed)))
     ds = ds.map(_decode)
     if not resampled and epochs != 1:
         ds = ds.repeat(nepochs=epochs)
@@ -365,6 +367,19 @@ class ShardIndex:
 
     def __getitem__(self, key: str) -> Sample:
         return self.get(key)
+
+    def meta(self, key: str) -> dict[str, Any]:
+        """The sample's ``json`` member alone (its classes, size, source), without decoding the
+        image: what episode sampling reads for every candidate. Verified like ``get``."""
+        path, members = self._locate(key)
+        if self.verify:
+            check_shard(path, self._sha[path], self.manifest.root / MANIFEST_NAME)
+        if "json" not in members:
+            return {}
+        offset, size = members["json"]
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return json.loads(fh.read(size).decode("utf-8"))
 
 
 def _read_sample(path: str, key: str, members: dict[str, tuple[int, int]]) -> Sample:

@@ -13,7 +13,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-IGNORE_INDEX = 255
+from glocon.ops import IGNORE_INDEX
+
 # PFENet's make_dataset keeps a class for an image only when it covers at least 2 x 32 x 32 pixels.
 MIN_CLASS_PIXELS = 2 * 32 * 32
 

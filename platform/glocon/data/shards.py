@@ -48,7 +48,8 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from glocon.config import GloconModel, save_resolved
 from glocon.data.imageio import check_mask
 from glocon.data.layouts import ClassTable, LayoutConfig, open_layout_classes
-from glocon.data.record import IGNORE_INDEX, Record, class_pixels, classes_present
+from glocon.data.record import Record, class_pixels, classes_present
+from glocon.ops import IGNORE_INDEX
 from glocon.data.schema import MASK, REQUIRED, Sample, encode_sample, tar_key
 from glocon.data.superpixels import SuperpixelConfig, superpixels
 from glocon.errors import DataError

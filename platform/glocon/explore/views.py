@@ -13,10 +13,10 @@ from skimage.segmentation import find_boundaries
 
 from glocon.bank.render import QUERY_OUTLINE, outline
 from glocon.data.schema import Sample
+from glocon.ops import IGNORE_INDEX
 
 OVERLAYS = ("mask", "slic", "fh")
 BOUNDARY = {"slic": (255, 255, 0), "fh": (0, 255, 255)}  # yellow as in Fig. 4; FH cyan so both can show
-IGNORE = 255
 
 
 def class_colour(cls: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def _tint(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray
         if cls == 0:
             continue
         where = mask == cls
-        colour = np.array([40, 40, 40], np.float32) if cls == IGNORE else class_colour(int(cls))
+        colour = np.array([40, 40, 40], np.float32) if cls == IGNORE_INDEX else class_colour(int(cls))
         out[where] = (1 - alpha) * out[where] + alpha * colour
     return out.clip(0, 255).astype(np.uint8)
 

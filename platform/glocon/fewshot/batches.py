@@ -77,19 +77,10 @@ class ShardEpisodeSource:
         return self._classes[key]
 
     def _read_classes(self, key: str) -> dict[int, int]:
-        import json
-
         index = self._index_of(key)
-        locate = getattr(index, "_locate", None)  # ShardIndex: (tar path, {member: (offset, size)})
-        if locate is not None:
-            path, members = locate(key)
-            if "json" in members:
-                offset, size = members["json"]
-                with open(path, "rb") as fh:
-                    fh.seek(offset)
-                    meta = json.loads(fh.read(size).decode("utf-8"))
-                return {int(c): int(n) for c, n in meta.get("classes", {}).items()}
-        return {int(c): int(n) for c, n in index.get(key).meta.get("classes", {}).items()}
+        # ShardIndex reads only the json member; any other source decodes the sample
+        meta = index.meta(key) if hasattr(index, "meta") and callable(index.meta) else index.get(key).meta
+        return {int(c): int(n) for c, n in meta.get("classes", {}).items()}
 
 
 class CachedSource:

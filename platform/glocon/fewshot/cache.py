@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from glocon.data.record import IGNORE_INDEX
+from glocon.ops import IGNORE_INDEX
 from glocon.fewshot.episodes import Episode
 from glocon.fewshot.transforms import binary_label, support_mask, train_augment
 from glocon.io import atomic_write_json

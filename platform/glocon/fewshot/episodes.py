@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 from glocon.errors import DataError
+from glocon.seeds import rng_for
 from glocon.io import atomic_write_text
 
 FORMAT = "glocon.episodes/v1"
@@ -194,12 +195,7 @@ def sample_query_episodes(pool: Mapping[int, Sequence[str]], shots: int, n: int,
 
 def episode_rng(seed: int, benchmark: str, fold: int, mode: str, shots: int) -> random.Random:
     """One RNG per (seed, benchmark, fold, mode, shots): adding a fold never shifts another's episodes."""
-    return _rng_for(f"{seed}/{benchmark}/{fold}/{mode}/{shots}")
-
-
-def _rng_for(tag: str) -> random.Random:
-    """An RNG seeded by a hash of ``tag``: the same tag draws the same numbers on every machine."""
-    return random.Random(int(hashlib.sha256(tag.encode()).hexdigest()[:16], 16))
+    return rng_for(f"{seed}/{benchmark}/{fold}/{mode}/{shots}")
 
 
 def pool_digest(pool: Mapping[int, Sequence[str]]) -> str:
@@ -408,4 +404,4 @@ class TrainEpisodeSampler:
         self.tag = f"{seed}/{benchmark}/{fold}/train/{shots}"
 
     def __call__(self, index: int) -> Episode:
-        return sample_episode(self.pool, self.shots, _rng_for(f"{self.tag}/{index}"))
+        return sample_episode(self.pool, self.shots, rng_for(f"{self.tag}/{index}"))

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from glocon import tblog
+from glocon import seeds
 from glocon.config import save_resolved
 from glocon.dashboard import Dashboard
 from glocon.errors import ConfigError
@@ -156,7 +157,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if rng.is_file():
                 set_rng_state(load_tensors(rng))
     else:
-        torch.manual_seed(cfg.seed * 1000 + rank + 1)  # per-worker randomness (dropout)
+        torch.manual_seed(seeds.worker(cfg.seed, rank))  # per-worker randomness (dropout)
     resumed_from = step
 
     net = model

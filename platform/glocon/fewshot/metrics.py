@@ -17,7 +17,8 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from glocon.ops import IGNORE_INDEX
+
 RECALL_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # Table VII
 
 

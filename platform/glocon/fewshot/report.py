@@ -143,33 +143,3 @@ def figure_png(rows: Sequence[Mapping[str, Any]], title: str = "") -> bytes:
     return buf.getvalue()
 
 
-def compare_markdown(named: Mapping[str, Mapping[str, Any]]) -> str:
-    """Several models' results side by side (mIoU / FB-IoU in %), refusing results that were not
-    scored on byte-identical episode files."""
-    names = list(named)
-    first = named[names[0]]
-    files = {k: v["sha256"] for k, v in first["episode_files"].items()}
-    for n in names[1:]:
-        other = {k: v["sha256"] for k, v in named[n]["episode_files"].items()}
-        if other != files:
-            raise ValueError(f"results {n!r} were scored on other episodes than {names[0]!r}; compare only runs on the same episode files")
-    shots = [str(s) for s in first["shots"]]
-    lines = [
-        "| fold | shots | classes | episodes | " + " | ".join(f"{n} mIoU | {n} FB-IoU" for n in names) + " |",
-        "|---|---|---|---|" + "---|---|" * len(names),
-    ]
-    for fold in first["folds"]:
-        for s in shots:
-            r0 = first["folds"][fold][s]
-            cells = []
-            for n in names:
-                r = named[n]["folds"][fold][s]
-                cells += [_pct(r["miou"]), _pct(r["fb_iou"])]
-            lines.append(f"| {fold} | {s} | {len(r0['class_iou'])} | {r0['episodes']} | " + " | ".join(cells) + " |")
-    for s in shots:
-        cells = []
-        for n in names:
-            m = named[n]["mean"][s]
-            cells += [f"**{_pct(m['miou'])}**", f"**{_pct(m['fb_iou'])}**"]
-        lines.append(f"| mean | {s} | | | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from glocon.ops import IGNORE_INDEX
+
 
 
 @dataclass(frozen=True)

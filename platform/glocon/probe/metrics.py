@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from glocon.data.record import IGNORE_INDEX
+from glocon.ops import IGNORE_INDEX
 
 
 def confusion(pred: np.ndarray, target: np.ndarray, n_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from glocon.data.record import IGNORE_INDEX
+from glocon.ops import IGNORE_INDEX
 from glocon.probe.metrics import auroc
 from glocon.regionmaps import prior_region_map
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from glocon.bank.config import IndexConfig
 from glocon.bank.index import build_index, search
-from glocon.data.record import IGNORE_INDEX
+from glocon.ops import IGNORE_INDEX
 from glocon.pooling import cell_index
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from glocon.config import save_resolved
-from glocon.data.record import IGNORE_INDEX
+from glocon.ops import IGNORE_INDEX
 from glocon.data.schema import Sample
 from glocon.errors import ConfigError
 from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text

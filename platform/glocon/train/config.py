@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from glocon.config import GloconModel
 from glocon.train.faults import FaultSection  # noqa: F401  (re-exported: PretrainConfig.fault)
 from glocon.models.prior import PriorArch
+from glocon.probe.config import DenseMapName
 from glocon.raycluster import RayConfig
 from glocon.train.views import ViewConfig
 
@@ -66,7 +67,7 @@ class EpochProbe(GloconModel):
     val_shards: str = ""  # labelled images it is scored on; empty: a held-out share of train_shards
     limit: int | None = 120  # images per split: the probe must stay cheap beside training
     input_size: int = 160
-    map: Literal["prior", "backbone", "local_head"] = "prior"
+    map: DenseMapName = "prior"
 
 
 class CheckpointSection(GloconModel):

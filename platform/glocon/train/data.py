@@ -19,6 +19,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from glocon import seeds
 from glocon.data.readers import shard_urls, stream_samples
 from glocon.data.schema import META, Sample
 from glocon.data.shards import MANIFEST_NAME, Manifest
@@ -60,7 +61,7 @@ def worker_samples(
     rounds = 0
     while True:
         n = 0
-        for sample in stream_samples(urls, shuffle_buffer=shuffle_buffer, seed=seed + rounds, epochs=1, rank=rank, world_size=world):
+        for sample in stream_samples(urls, shuffle_buffer=shuffle_buffer, seed=seeds.shard_pass(seed, rounds), epochs=1, rank=rank, world_size=world):
             n += 1
             yield sample
         if n == 0:

@@ -12,9 +12,7 @@ seeded shard order (samples already seen in that epoch may come again; none is s
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from glocon import seeds
 from glocon.io import atomic_write_json
 from glocon.models.prior import PriorExtractor, save_export
 from glocon.train.checkpoint import METRICS, PRIOR, load_resumable, load_tensors, rng_file, rng_state, save_state, save_tensors, set_rng_state
@@ -85,9 +84,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = PriorExtractor(cfg.model).to(device)
     twin = momentum_twin(model).to(device)
     dim = cfg.model.proj_dim
-    queue_g = KeyQueue(cfg.loss.queue_global, dim, seed=cfg.seed + 1, device=device, start=cfg.loss.queue_start)
-    queue_l = KeyQueue(cfg.loss.queue_local, dim, seed=cfg.seed + 2, device=device, start=cfg.loss.queue_start)
-    torch.manual_seed(cfg.seed * 1000 + rank + 1)  # then per-worker randomness (views)
+    queue_g = KeyQueue(cfg.loss.queue_global, dim, seed=seeds.queue(cfg.seed, "global"), device=device, start=cfg.loss.queue_start)
+    queue_l = KeyQueue(cfg.loss.queue_local, dim, seed=seeds.queue(cfg.seed, "local"), device=device, start=cfg.loss.queue_start)
+    torch.manual_seed(seeds.worker(cfg.seed, rank))  # then per-worker randomness (views)
 
     urls = [u for spec in (cfg.data.shards, *cfg.data.extra_shards) for u in shard_list(spec)]
     n_samples = cfg.data.samples_per_epoch or sum(count_samples(spec, shard_list(spec)) for spec in (cfg.data.shards, *cfg.data.extra_shards))
@@ -181,14 +180,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_epoch = step // steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
         first = step - epoch * steps_per_epoch
-        stream = worker_samples(urls, rank, world, seed=cfg.seed * 100_003 + epoch * 1_009 + first, shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled, epoch_samples=(steps_per_epoch - first) * per_worker)
+        stream = worker_samples(urls, rank, world, seed=seeds.epoch_stream(cfg.seed, epoch, first), shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled, epoch_samples=(steps_per_epoch - first) * per_worker)
         batches = view_batches(stream, views, cfg.data.patch_method, per_worker)
         for _ in range(first, steps_per_epoch):
             _maybe_die(cfg, step, rank)
             t0 = time.perf_counter()
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             update_momentum(model, twin, cfg.momentum)  # MoCo updates the key encoder before encoding keys
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 97 + rank)
+            g = torch.Generator().manual_seed(seeds.patch_sampling(cfg.seed, step, rank))
             parts = forward_losses(
                 net, twin, batch, queue_g, queue_l,
                 tau=cfg.loss.tau, w_global=cfg.loss.w_global, w_local=cfg.loss.w_local,
@@ -244,5 +243,3 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     push({"event": "done", "step": step})
 
 
-def read_metrics(folder: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(folder) / METRICS).read_text())

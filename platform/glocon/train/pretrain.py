@@ -24,7 +24,7 @@ For the sweep helper
 - ``build_trainer(cfg, callbacks=[...], metrics_actor=None)``: extra ``ray.train.UserCallback``s
   get ``after_report(run_context, metrics, checkpoint)`` after every checkpoint report; an epoch
   end has ``metrics[0]["epoch_end"] is True`` and ``Path(checkpoint.path) / "prior.pt"`` is that
-  epoch's export (``epoch_prior_path(checkpoint)``).
+  epoch's export.
 - ``epoch_records(storage_path, name)``: after (or during) a run, the finished epochs as
   ``EpochRecord(epoch, metrics, prior_path)``, read from ``epochs/``.
 """
@@ -131,12 +131,6 @@ def build_trainer(cfg: PretrainConfig, *, callbacks: list | None = None, metrics
             logging_config=train_logging(),
         ),
     )
-
-
-def epoch_prior_path(checkpoint: Any) -> Path | None:
-    """The prior export inside an epoch-end checkpoint (None for a mid-epoch one)."""
-    p = Path(checkpoint.path) / PRIOR
-    return p if p.is_file() else None
 
 
 def epoch_records(storage_path: str | os.PathLike, name: str) -> list[EpochRecord]:

@@ -8,7 +8,7 @@ Its code calls ``.cuda()`` for the permutation and SyncBN only runs on CUDA, so 
 a CPU cluster. glocon keeps the shuffle-BN *algorithm* and drops the device assumption:
 
 - ``bn="shuffle"`` (default): the key images are all-gathered (gloo on CPU, NCCL on GPU), the
-  permutation comes from a generator seeded by (seed, step), so every worker derives the same one
+  permutation comes from a generator seeded by (seed, step) (``glocon.seeds.shuffle_bn``), so every worker derives the same one
   without a broadcast, each worker encodes its slice on its own device, and the keys are
   all-gathered back and un-permuted. The query encoder keeps per-worker BN, as in MoCo.
 - ``bn="local"``: plain per-worker BN (cheaper; what a single worker has anyway: a permutation
@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from glocon import seeds
 from glocon.device import autocast
 from glocon.losses import info_nce, local_patch_pairs, pooled_patch_vectors, total_loss
 from glocon.train.queues import KeyQueue, all_gather_varlen
@@ -59,7 +60,7 @@ def shuffled_key_forward(twin: nn.Module, images: torch.Tensor, seed: int, step:
         return twin(images)
     everything = all_gather_varlen(images)  # (world * B, 3, S, S)
     b = images.shape[0]
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)  # same permutation on every worker
+    g = torch.Generator().manual_seed(seeds.shuffle_bn(seed, step))  # same permutation on every worker
     perm = torch.randperm(everything.shape[0], generator=g).to(images.device)
     k, dense = twin(everything[perm[rank * b : (rank + 1) * b]])
     k_all = all_gather_varlen(k)

@@ -12,7 +12,6 @@ fails at load time and names the key, as does an unknown key in ``space`` itself
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from glocon.config import GloconModel, all_keys, load_config, parse_override, validate_config
 from glocon.errors import ConfigError
+from glocon.probe.config import DenseMapName
 from glocon.raycluster import RayConfig
 
 PatchMethod = Literal["slic", "fh"]
@@ -154,7 +154,7 @@ class ProbeObjective(GloconModel):
     val_shards: str = ""
     limit: int | None = 200
     input_size: int = 160
-    map: Literal["prior", "backbone", "local_head"] = "prior"
+    map: DenseMapName = "prior"
 
 
 class ObjectiveConfig(GloconModel):
@@ -351,10 +351,6 @@ def max_epochs(cfg: SweepConfig, base: dict[str, Any]) -> int:
 
 def n_trials(cfg: SweepConfig) -> int:
     return grid_size(cfg.space) * cfg.num_samples
-
-
-def is_finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(float(x))
 
 
 __all__ = [

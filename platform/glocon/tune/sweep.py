@@ -131,7 +131,6 @@ def plan_concurrency(cfg: SweepConfig, cluster: dict[str, float]) -> tuple[int, 
 
 def release_placement_groups(pg_file: Path) -> int:
     """Remove every placement group listed in ``pg_file`` that still exists; returns how many."""
-    import ray
     from ray._raylet import PlacementGroupID
     from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 

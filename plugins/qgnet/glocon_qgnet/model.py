@@ -28,11 +28,10 @@ from glocon.config import GloconModel
 from glocon.errors import ConfigError
 from glocon.models.backbones import Backbone, build_backbone, dilate_resnet_
 from glocon.models.prior import PriorExtractor, load_prior_extractor, with_output_stride
+from glocon.ops import IGNORE_INDEX
 
 from glocon_qgnet.fem import FEM, PFENET_BINS, PFENET_FEATURE_SIZE
 from glocon.regionmaps import EPS, category_guider, guided_region_map, k_shot_average, prior_region_map
-
-IGNORE_INDEX = 255
 
 
 class QGNetConfig(GloconModel):
@@ -146,9 +145,7 @@ class QGNet(nn.Module):
         self.backbone.load_state_dict(prior.backbone.state_dict())
 
     def _prior_channels(self, prior: PriorExtractor) -> int:
-        if self.cfg.prior_source == "export":
-            return prior.feature_dim
-        return prior.arch.proj_dim if self.cfg.prior_source == "local_head" else prior.backbone.out_channels
+        return prior.dense_channels(self.cfg.prior_source)
 
     # -- frozen parts ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "QGNet":
@@ -196,11 +193,7 @@ class QGNet(nn.Module):
     def prior_features(self, query: torch.Tensor) -> torch.Tensor:
         """P_q = F_p(I_q) (Eq. 8), from the source the config names: (B, 3, H, W) -> (B, C_p, h_p, w_p)."""
         assert self.prior is not None
-        src = self.cfg.prior_source
-        if src == "export":
-            return self.prior.prior_features(query)
-        feat = self.prior.features(query)
-        return self.prior.local_head(feat) if src == "local_head" else feat
+        return self.prior.dense_map(query, self.cfg.prior_source)
 
     # -- forward: frozen encoders, then the trained head ------------------------------------------
     @torch.no_grad()

@@ -45,7 +45,8 @@ import numpy as np
 from glocon.data.imageio import IMAGE_KINDS, load_mask, open_image
 from glocon.data.layouts import ClassTable
 from glocon.data.layouts._common import first_existing, image_loader, require_root
-from glocon.data.record import IGNORE_INDEX, Record
+from glocon.data.record import Record
+from glocon.ops import IGNORE_INDEX
 from glocon.errors import ConfigError, DataError
 
 # COCO's 80 thing category ids (1..90 with 10 gaps), shared by instances, panoptic and the

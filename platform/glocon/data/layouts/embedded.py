@@ -52,7 +52,8 @@ from PIL import Image
 from scipy import ndimage
 
 from glocon.data.folds import embedded_fold_classes
-from glocon.data.record import IGNORE_INDEX, Record, class_pixels, classes_present
+from glocon.data.record import Record, class_pixels, classes_present
+from glocon.ops import IGNORE_INDEX
 from glocon.errors import ConfigError, DataError
 from glocon.io import atomic_write_bytes, atomic_write_json
 

@@ -31,7 +31,8 @@ import yaml
 from glocon.data.imageio import load_mask
 from glocon.data.layouts import ClassTable
 from glocon.data.layouts._common import image_loader, require_root
-from glocon.data.record import IGNORE_INDEX, Record
+from glocon.data.record import Record
+from glocon.ops import IGNORE_INDEX
 from glocon.errors import ConfigError, DataError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")

@@ -1,0 +1,30 @@
+"""Tensor ops more than one part of glocon needs, defined once: the ignore label, masked average
+pooling and per-image min-max normalisation.
+
+The module imports torch only for annotations, so the data layer can take ``IGNORE_INDEX``
+from here without loading torch. Superpixel pooling over a feature grid (``glocon.pooling``) is
+another operation: it pools many patches at once by a matrix product of per-cell weights.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+IGNORE_INDEX = 255  # the label of pixels no metric or loss counts (VOC's void, COCO's crowd)
+
+
+def masked_average(feats: torch.Tensor, mask: torch.Tensor, eps: float) -> torch.Tensor:
+    """sum_hw(f * m) / (sum_hw(m) + eps): feats (N, C, h, w), mask (N, 1, h, w) in [0, 1] at the
+    features' size -> (N, C). ``eps`` keeps an empty mask finite (its average is 0)."""
+    return (feats * mask).sum(dim=(2, 3)) / (mask.sum(dim=(2, 3)) + eps)
+
+
+def min_max_normalize(s: torch.Tensor, eps: float) -> torch.Tensor:
+    """(s - min s) / (max s - min s + eps) per image: s (B, ...) -> the same shape, in [0, 1)."""
+    flat = s.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo + eps)).view_as(s)
