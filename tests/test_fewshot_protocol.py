@@ -204,3 +204,14 @@ def test_paired_bootstrap_sees_a_small_consistent_gain_that_unpaired_spread_hide
     shuffled = stats.EpisodeTable(a.classes, rng.permutation(a.cls), a.inter, a.union)
     with pytest.raises(ValueError, match="same episodes"):
         stats.paired_difference([[a]], [[shuffled]], 10, 0)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("fewshot-*.yaml")))
+def test_every_fewshot_config_evaluates_on_its_benchmarks_val_split_with_the_reference_rate(name):
+    from glocon.config import load_config
+    from glocon.plugins import load_plugin
+
+    cfg = load_config(FewShotConfig, Path(__file__).resolve().parents[1] / "configs" / name)
+    load_plugin("qgnet").make_config(cfg.model, name)  # the model section is a valid QGNet config
+    assert cfg.eval.shards and cfg.eval.shards != cfg.data.shards, f"{name}: eval.shards must be the val split, apart from fit's"
+    assert cfg.fit.lr_scale == 10.0 and cfg.fit.power == 0.9  # PFENet's new-layer x10, poly 0.9
