@@ -1,23 +1,14 @@
 """A local web explorer of shards, banks, region maps and probe / sweep results.
 
-    python jobs/explore.py --config configs/explore-demo.yaml            # then open http://127.0.0.1:8765
-    python jobs/explore.py --config configs/explore-demo.yaml port=9000
-
-It reads only under the folders its config names and binds 127.0.0.1 unless ``host`` says otherwise.
+The job lives in ``glocon.jobs.explore`` (installed with glocon, also ``glocon`` on the CLI);
+this script is what ``ray job submit -- python jobs/explore.py`` runs.
 """
-
-from __future__ import annotations
 
 import sys
 
-from glocon.explore.config import ExploreConfig
-from glocon.explore.serve import serve
-from glocon.jobmain import run_job
+from glocon.jobs.explore import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    return run_job(argv, ExploreConfig, serve)
-
+__all__ = ['main']
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -74,3 +74,24 @@ def test_run_job_reads_a_config_model_from_config_and_overrides(tmp_path, capsys
     assert seen[0].out == str(tmp_path)
     assert run_job(["ot=x"], DemoConfig, seen.append) == 2
     assert "'ot'" in capsys.readouterr().err and len(seen) == 1
+
+
+@pytest.mark.slow
+def test_the_cli_runs_every_job_from_an_installed_wheel_without_a_checkout(tmp_path):
+    """`pip install glocon` has no jobs/ folder: the CLI must find every job inside the package."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(repo)], check=True, timeout=600)
+    wheel = next((tmp_path / "dist").glob("glocon-*.whl"))
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=600)
+    code = (
+        "import glocon, sys; from glocon import cli; "
+        f"assert glocon.__file__.startswith({str(site)!r}), glocon.__file__; "
+        "sys.exit(max(cli.main([c, '-h']) for c in ['shards', 'pretrain', 'sweep', 'probe', 'fewshot', 'demo', 'explore']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "python jobs/pretrain.py --config" in done.stdout  # the job's own usage, read from the installed module

@@ -1,18 +1,16 @@
 """``glocon``: one CLI whose subcommands mirror ``jobs/``.
 
-Each job stays a plain script (``python jobs/X.py``) so ``ray job submit`` can run it; the CLI
-loads the same script and calls its ``main(argv)``, so there is one code path per job.
+Each job is a module of ``glocon.jobs`` (installed with the wheel) and, in a checkout, a plain
+script ``jobs/X.py`` that calls it, so ``ray job submit`` can run it; the CLI imports the same
+module and calls its ``main(argv)``, so there is one code path per job.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import sys
-from pathlib import Path
 from types import ModuleType
-
-JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
 
 EXAMPLES = """examples:
   glocon shards --config configs/shards-coco128.yaml longest_side=320
@@ -44,14 +42,8 @@ BANK = {"build": "build_bank.py", "query": "query_bank.py", "stats": "query_bank
 
 
 def load_job(script: str) -> ModuleType:
-    path = JOBS_DIR / script
-    if not path.is_file():
-        raise SystemExit(f"glocon: job script {path} not found (the CLI runs the scripts of a source checkout)")
-    spec = importlib.util.spec_from_file_location(f"glocon_job_{path.stem}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The job module ``glocon.jobs.<name>`` for a script name (``pretrain.py`` or ``pretrain``)."""
+    return importlib.import_module(f"glocon.jobs.{script.removesuffix('.py')}")
 
 
 def _run_job(script: str, argv: list[str]) -> int:

@@ -31,7 +31,8 @@ def run_job(
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if "-h" in args or "--help" in args:
-        print(help_text(load, getattr(sys.modules.get("__main__"), "__doc__", None)))
+        job = sys.modules.get(getattr(run, "__module__", ""), None)  # glocon.jobs.X: its docstring is the job's usage
+        print(help_text(load, getattr(job, "__doc__", None)))
         return 0
     try:
         cfg = load_config(load, *split_cli(args)) if isinstance(load, type) else load(args)

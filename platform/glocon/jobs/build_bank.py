@@ -1,0 +1,31 @@
+"""Build a prior-feature bank from shards.
+
+    python jobs/build_bank.py --config configs/bank-coco128.yaml prior=runs/pretrain/prior.pt shards=runs/shards/coco128
+"""
+
+from __future__ import annotations
+
+import sys
+
+from glocon.bank.build import build_bank
+from glocon.bank.config import BankConfig
+from glocon.bank.shardio import shard_urls
+from glocon.dashboard import Dashboard
+from glocon.jobmain import run_job
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(argv, BankConfig, build)
+
+
+def build(cfg: BankConfig) -> None:
+    with Dashboard("bank build", total=len(shard_urls(cfg.shards)), unit="shards") as dash:
+        manifest = build_bank(cfg, dash)
+        dash.log(
+            f"bank {cfg.out}: {manifest['counts']['vectors']} vectors from {manifest['counts']['images']} images, "
+            f"dim {manifest['dim']}, index {manifest['factory']} (nprobe {manifest['nprobe']}), {manifest['seconds']['total']:.1f}s"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
