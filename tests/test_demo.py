@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from glocon.config import load_config
-from glocon.demo import VARIANTS, DemoConfig, _fewshot_cfg, results_table
+from glocon.demo import DemoConfig, _fewshot_cfg, results_table, variants
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -12,9 +12,11 @@ def test_every_variant_shares_the_episode_files_and_only_the_ablation_differs(mo
     monkeypatch.chdir(REPO)
     cfg = load_config(DemoConfig, REPO / "configs" / "demo.yaml")
     priors = {"pretrained": str(tmp_path / "prior.pt"), "untrained": str(tmp_path / "untrained.pt"), None: None}
-    built = {v: _fewshot_cfg(cfg, tmp_path, v, priors[VARIANTS[v][2]]) for v in VARIANTS}
+    rows = variants(cfg.plugins)
+    assert list(rows) == ["qgnet", "qgnet-no-prior", "qgnet-untrained-prior", "proto-imagenet", "proto-prior"]  # declared by each plugin
+    built = {v: _fewshot_cfg(cfg, tmp_path, v, priors[rows[v].prior]) for v in rows}
     assert {c.episodes_dir for c in built.values()} == {str(tmp_path / "episodes")}
-    assert {c.prior for v, c in built.items() if VARIANTS[v][2] == "pretrained"} == {str(tmp_path / "prior.pt")}
+    assert {c.prior for v, c in built.items() if rows[v].prior == "pretrained"} == {str(tmp_path / "prior.pt")}
     assert built["qgnet-untrained-prior"].prior == str(tmp_path / "untrained.pt") and built["proto-imagenet"].prior is None
     assert built["qgnet-untrained-prior"].model == built["qgnet"].model  # the control differs only in its prior
     assert built["qgnet"].model.get("use_prior_map", True) is True
@@ -28,3 +30,10 @@ def test_results_table_prints_percentages_per_model_and_shot():
     table = results_table({"a": {"mean": {"1": {"miou": 0.123, "fb_iou": 0.5}, "5": {"miou": 0.2, "fb_iou": 0.61}}}})
     assert "| a | 12.3 | 50.0 | 20.0 | 61.0 |" in table
     assert table.splitlines()[0] == "| model | 1-shot mIoU | 1-shot FB-IoU | 5-shot mIoU | 5-shot FB-IoU |"
+
+
+def test_comparisons_pair_the_first_row_with_its_controls_and_every_other_plugin():
+    from glocon.fewshot.variants import Variant, comparisons
+
+    rows = {"a": Variant("p"), "a-off": Variant("p", ("model.x=false",)), "b": Variant("q", (), None), "b2": Variant("q")}
+    assert comparisons(rows) == [("a", "a-off"), ("a", "b")]

@@ -40,9 +40,11 @@ class DemoConfig(GloconModel):
     bank_config: str = "configs/bank-demo.yaml"
     fewshot_config: str = "configs/fewshot-demo.yaml"
     # extra dotted overrides per stage: shards, pretrain, bank, fewshot (every variant), and per
-    # plugin (qgnet, proto) for its model keys, e.g. {"pretrain": ["epochs=1"], "qgnet": ["model.dilated=true"]}
+    # plugin (by its name) for its model keys, e.g. {"pretrain": ["epochs=1"], "qgnet": ["model.dilated=true"]}
     overrides: dict[str, list[str]] = {}
     folds: list[int] = [0]  # the demo evaluates one fold; the full benchmark uses all four
+    # the few-shot plugins whose rows (each plugin's own and its controls: Plugin.variants) the demo scores
+    plugins: list[str] = ["qgnet", "proto"]
     query_point: tuple[int, int] | None = None  # bank query point (x, y); None: centre of the first masked sample
 
 
@@ -195,25 +197,6 @@ def _object_point(sample: Any) -> tuple[int, int]:
     return (int(xs[order[mid]]), int(ys[order[mid]]))
 
 
-# name: (plugin, model overrides, which prior: "pretrained" | "untrained" | None for none).
-# Every row reads the same episode files. The controls: QGNet with the prior map off (fewer trained
-# layers too), QGNet with an untrained prior of the same architecture (same layers, no pretraining),
-# and the training-free prototype on F's own ImageNet features and on the prior's, both read at
-# stride 16, the stride QGNet reads F and the prior at in the CPU configs (configs/fewshot-demo.yaml),
-# so that every row compares at one feature resolution (issue 12).
-VARIANTS: dict[str, tuple[str, list[str], str | None]] = {
-    "qgnet": ("qgnet", [], "pretrained"),
-    "qgnet-no-prior": ("qgnet", ["model.use_prior_map=false"], "pretrained"),
-    "qgnet-untrained-prior": ("qgnet", [], "untrained"),
-    "proto-imagenet": (
-        "proto",
-        ["model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.output_stride=16"],
-        None,
-    ),
-    "proto-prior": ("proto", ["model.output_stride=16"], "pretrained"),
-}
-
-
 def stage_untrained_prior(cfg: DemoConfig, out: Path, prior: StageResult) -> StageResult:
     """The untrained-prior control: the pretrained prior's architecture at random init, as an export."""
     from glocon.models.prior import PriorArch, read_export, save_untrained_export
@@ -228,36 +211,31 @@ def stage_untrained_prior(cfg: DemoConfig, out: Path, prior: StageResult) -> Sta
 
 
 def _fewshot_cfg(cfg: DemoConfig, out: Path, variant: str, prior: str | None, val: StageResult | None = None) -> Any:
-    from glocon.fewshot.runner import FewShotConfig
+    from glocon.fewshot.variants import variant_config
 
-    plugin, extra, _ = VARIANTS[variant]
-    benchmark = BENCHMARK[cfg.data.layout]
-    base = [
-        f"plugin={plugin}",
-        f"prior={prior}" if prior else "prior=null",
-        f"data.shards={out / 'shards'}",
-        f"data.benchmark={benchmark}",
-        f"data.folds={json.dumps(cfg.folds)}",
-        f"episodes_dir={out / 'episodes'}",
-        f"fit.storage_path={out / 'fewshot'}",
-        f"fit.name={variant}",
-        f"eval.out_dir={out / 'eval' / variant}",
-    ]
-    if val is not None:
-        base.append(f"eval.shards={Path(val.outputs['manifest']).parent}")
-    if plugin != "qgnet":
-        base.append("model={}")  # the fewshot config's model section is QGNet's
-    return load_config(FewShotConfig, cfg.fewshot_config, [*_ov(cfg, "fewshot", *base), *cfg.overrides.get(plugin, []), *extra])
+    v = variants(cfg.plugins)[variant]
+    return variant_config(
+        cfg.fewshot_config, variant, v, priors={v.prior: prior} if v.prior else {}, fit_shards=out / "shards",
+        eval_shards=Path(val.outputs["manifest"]).parent if val is not None else None, folds=cfg.folds,
+        episodes_dir=out / "episodes", storage=out / "fewshot", eval_root=out / "eval",
+        extra=_ov(cfg, "fewshot", f"data.benchmark={BENCHMARK[cfg.data.layout]}", *cfg.overrides.get(v.plugin, [])),
+    )  # fmt: skip
+
+
+def variants(plugins: list[str]) -> dict[str, Any]:
+    from glocon.fewshot.variants import variants as rows
+
+    return rows(plugins)
 
 
 def stage_fewshot(cfg: DemoConfig, out: Path, shards: StageResult, val: StageResult | None, priors: dict[str, StageResult], variant: str) -> StageResult:
     from glocon.fewshot import runner
     from glocon.plugins import load_plugin
 
-    which = VARIANTS[variant][2]
-    prior = str(priors[which].outputs["prior"]) if which else None
+    v = variants(cfg.plugins)[variant]
+    prior = str(priors[v.prior].outputs["prior"]) if v.prior else None
     fcfg = _fewshot_cfg(cfg, out, variant, prior, val)
-    plugin = load_plugin(VARIANTS[variant][0])
+    plugin = load_plugin(v.plugin)
 
     def run() -> dict[str, Any]:
         info: dict[str, Any] = {}
@@ -293,15 +271,13 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-# the paired comparisons the report makes: (A, B) on the same episode files
-COMPARISONS = (("qgnet", "proto-imagenet"), ("qgnet", "qgnet-no-prior"), ("qgnet", "qgnet-untrained-prior"))
-
-
-def comparisons_table(by: dict[str, StageResult]) -> str:
+def comparisons_table(cfg: DemoConfig, by: dict[str, StageResult]) -> str:
+    """The paired differences on the same episode files (``glocon.fewshot.variants.comparisons``)."""
     from glocon.fewshot.evaluate import compare
+    from glocon.fewshot.variants import comparisons
 
     rows = ["| A - B | " + " | ".join(f"{k}-shot mIoU difference [95% paired-bootstrap CI]" for k in ("1", "5")) + " |", "|---|---|---|"]
-    for a, b in COMPARISONS:
+    for a, b in comparisons(variants(cfg.plugins)):
         if f"fewshot-{a}" not in by or f"fewshot-{b}" not in by:
             continue
         r = compare(Path(by[f"fewshot-{a}"].outputs["results"]).parent, Path(by[f"fewshot-{b}"].outputs["results"]).parent)["shots"]
@@ -313,7 +289,7 @@ def comparisons_table(by: dict[str, StageResult]) -> str:
 def write_report(out: Path, cfg: DemoConfig, stages: list[StageResult]) -> Path:
     by = {s.name: s for s in stages}
     results = {}
-    for name in VARIANTS:
+    for name in variants(cfg.plugins):
         st = by.get(f"fewshot-{name}")
         if st:
             results[name] = json.loads(Path(st.outputs["results"]).read_text())
@@ -332,7 +308,7 @@ def write_report(out: Path, cfg: DemoConfig, stages: list[StageResult]) -> Path:
         "",
         "mIoU in %: mean ± std over the episode seeds [95% bootstrap CI]. Paired differences on the same episodes:",
         "",
-        comparisons_table(by) if results else "",
+        comparisons_table(cfg, by) if results else "",
         "",
         "Per-fold and per-class tables: " + ", ".join(f"[{n}]({rel(Path(by[f'fewshot-{n}'].outputs['results']).with_suffix('.md'))})" for n in results),
         "",
@@ -376,7 +352,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     note(stage_probe(cfg, out, shards, val, prior))
     note(stage_bank(cfg, out, shards, prior))
     priors = {"pretrained": prior, "untrained": note(stage_untrained_prior(cfg, out, prior))}
-    for variant in VARIANTS:
+    for variant in variants(cfg.plugins):
         note(stage_fewshot(cfg, out, shards, val, priors, variant))
     report = write_report(out, cfg, stages)
     wall = time.perf_counter() - t0

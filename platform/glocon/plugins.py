@@ -51,6 +51,9 @@ class Plugin:
     config_model: type[GloconModel] = GloconModel
     trainable: bool = False
     description: str = ""
+    # rows of a controlled comparison (glocon.fewshot.variants): row name -> (model overrides, which
+    # prior: "pretrained" | "untrained" | None); the first row is the plugin's own, the rest its controls
+    variants: dict[str, tuple[tuple[str, ...], str | None]] = {}
 
     def make_config(self, data: dict[str, Any] | GloconModel | None = None, source: str | None = None) -> GloconModel:
         """Validate ``data`` against ``config_model`` (errors name the key and the plugin)."""

@@ -149,6 +149,16 @@ class ProtoPlugin(Plugin):
     name = "proto"
     config_model = ProtoConfig
     trainable = False
+    # training-free rows, read at stride 16, the stride the CPU few-shot configs read QGNet's F and
+    # prior at, so every row compares at one feature resolution: on F's own ImageNet features
+    # (EfficientNet-Lite0, the demo's F) and on the prior's
+    variants = {
+        "proto-imagenet": (
+            ("model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.output_stride=16"),
+            None,
+        ),
+        "proto-prior": (("model.output_stride=16",), "pretrained"),
+    }
     description = "training-free baseline: masked-average support prototype, cosine, threshold (PANet's non-parametric step)"
 
     def build_model(self, cfg: ProtoConfig, prior: PriorExtractor | None = None) -> ProtoSegmenter:

@@ -30,7 +30,6 @@ from glocon.fewshot.state import load_model_file, load_trainable_state, weights_
 from glocon.fewshot.transforms import to_original
 from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 
-REGION_MAPS = ("prior_region_map", "guided_region_map")
 COUNTS = "episode_counts.json"
 
 
@@ -43,8 +42,13 @@ def evaluate_episodes(
     model: torch.nn.Module, source: Any, es: EpisodeSet, *, image_size: int, batch_size: int, device: torch.device,
     n_figure: int = 0, dash: Dashboard | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
-    """Score ``model`` on every episode of ``es``; returns (results, Fig. 5 rows)."""
+    """Score ``model`` on every episode of ``es``; returns (results, Fig. 5 rows).
+
+    A model that declares ``region_maps`` (names of (B, 1, h, w) maps in [0, 1] its forward returns
+    beside the logits) gets each scored against the masks and drawn in Fig. 5; the platform knows
+    no map by name."""
     model.eval()
+    region_maps: tuple[str, ...] = tuple(getattr(model, "region_maps", ()))
     acc = ClassIoUAccumulator(es.classes)
     regions: dict[str, RegionMapAccumulator] = {}
     per_episode: list[float] = []
@@ -65,8 +69,9 @@ def evaluate_episodes(
             acc.add_counts(ep.episode.cls, inter, union)
             per_episode.append(float(inter[1] / union[1]) if union[1] > 0 else 0.0)
             rows.append([ep.episode.cls, float(inter[0]), float(union[0]), float(inter[1]), float(union[1])])
-            maps = {}
-            for name in REGION_MAPS:
+            maps: dict[str, Any] = {}
+            for name in region_maps:  # the dense maps the model declares (QGNet: prior and guided, Fig. 5)
+                maps[name] = None
                 if out.get(name) is not None:
                     rm = to_original(out[name][i : i + 1].float().cpu(), ep.info)
                     regions.setdefault(name, RegionMapAccumulator()).update(rm, ep.label)
@@ -74,7 +79,7 @@ def evaluate_episodes(
             if len(figure) < n_figure:
                 figure.append({
                     "support_image": ep.support_images[0], "support_label": ep.support_labels[0], "query_image": ep.query_image,
-                    "prior_map": maps.get("prior_region_map"), "guided_map": maps.get("guided_region_map"),
+                    "maps": maps,
                     "prediction": pred.numpy(), "label": ep.label.numpy(), "caption": f"class {ep.episode.cls}\\nIoU {100 * per_episode[-1]:.1f}",
                 })  # fmt: skip
         if dash is not None:

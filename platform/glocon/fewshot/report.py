@@ -97,27 +97,27 @@ def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (
     return out.clip(0, 255).astype(np.uint8)
 
 
-FIG_COLUMNS = ("support + mask", "query", "prior region map", "guided region map", "prediction", "ground truth")
-
-
 def figure_png(rows: Sequence[Mapping[str, Any]], title: str = "") -> bytes:
     """One row per episode, the columns of the paper's Fig. 5. Each row holds numpy arrays:
-    support_image, support_label, query_image, prior_map (H, W) or None, guided_map or None,
+    support_image, support_label, query_image, ``maps`` ({name: (H, W) in [0, 1] or None}: the
+    region maps the model declares, one column each, e.g. QGNet's prior and guided maps),
     prediction (H, W) {0, 1}, label (H, W) {0, 1, 255}, and a ``caption``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    map_names = list(dict.fromkeys(name for row in rows for name in (row.get("maps") or {})))
+    columns = ["support + mask", "query", *(name.replace("_", " ") for name in map_names), "prediction", "ground truth"]
     n = max(1, len(rows))
-    fig, axes = plt.subplots(n, len(FIG_COLUMNS), figsize=(2.2 * len(FIG_COLUMNS), 2.2 * n), squeeze=False)
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.2 * len(columns), 2.2 * n), squeeze=False)
     for i, row in enumerate(rows):
         q = row["query_image"]
+        maps = row.get("maps") or {}
         panels = [
             overlay(row["support_image"], row["support_label"]),
             q,
-            row.get("prior_map"),
-            row.get("guided_map"),
+            *(maps.get(name) for name in map_names),
             overlay(q, row["prediction"], (0, 200, 255)),
             overlay(q, row["label"], (0, 255, 0)),
         ]
@@ -132,7 +132,7 @@ def figure_png(rows: Sequence[Mapping[str, Any]], title: str = "") -> bytes:
             else:
                 ax.imshow(panel)
             if i == 0:
-                ax.set_title(FIG_COLUMNS[j], fontsize=8)
+                ax.set_title(columns[j], fontsize=8)
         axes[i][0].set_ylabel(row.get("caption", ""), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)

@@ -5,7 +5,7 @@ import: the pieces live in ``config`` (typed configs), ``sources`` (splits, fold
 """
 
 from glocon.fewshot.config import CacheConfig, EvalConfig, FewShotConfig, FewShotData, FitConfig, ObjectiveConfig  # noqa: F401
-from glocon.fewshot.evaluate import REGION_MAPS, compare, evaluate, evaluate_episodes, prepare_model  # noqa: F401
+from glocon.fewshot.evaluate import compare, evaluate, evaluate_episodes, prepare_model  # noqa: F401
 from glocon.fewshot.fit import fit, make_optimizer, total_steps, train_loop_per_worker, train_steps, worker_indices  # noqa: F401
 from glocon.fewshot.objective import objective  # noqa: F401
 from glocon.fewshot.sources import build, fold_split, folds_of, load_prior, open_source, resolve_device, resolve_paths  # noqa: F401

@@ -105,6 +105,10 @@ class QGNet(nn.Module):
     -> {"logits": (B, 2, H, W), "aux_logits": [...], "prior_region_map"?: (B, 1, h, w), "guided_region_map"?: (B, 1, h, w)}
     with (h, w) the bridge-feature size (input / 8 with the dilated backbone)."""
 
+    # the dense maps forward returns beside the logits: the evaluator scores them against the masks
+    # and draws them in Fig. 5 (it knows no map by name)
+    region_maps = ("prior_region_map", "guided_region_map")
+
     def __init__(self, cfg: QGNetConfig, prior: PriorExtractor | None = None) -> None:
         super().__init__()
         self.cfg = cfg

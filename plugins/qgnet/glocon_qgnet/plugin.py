@@ -18,6 +18,13 @@ class QGNetPlugin(Plugin):
     config_model = QGNetConfig
     trainable = True
     description = "QGNet: prior + guided region maps, category guider, PFENet's FEM decoder"
+    # the controls of "the prior map helps": the branch off (fewer trained layers too), and the same
+    # layers with an untrained prior of the same architecture (no pretraining)
+    variants = {
+        "qgnet": ((), "pretrained"),
+        "qgnet-no-prior": (("model.use_prior_map=false",), "pretrained"),
+        "qgnet-untrained-prior": ((), "untrained"),
+    }
 
     def build_model(self, cfg: QGNetConfig, prior: "PriorExtractor | None" = None) -> "QGNet":
         """QGNet on CPU; ``prior`` (frozen here) wins over ``cfg.prior_path``. The caller moves it to a device."""
