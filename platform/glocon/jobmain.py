@@ -31,8 +31,8 @@ def run_job(
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if "-h" in args or "--help" in args:
-        job = sys.modules.get(getattr(run, "__module__", ""), None)  # glocon.jobs.X: its docstring is the job's usage
-        print(help_text(load, getattr(job, "__doc__", None)))
+        # the caller is the job's module (glocon.jobs.X): its docstring is the job's usage
+        print(help_text(load, sys._getframe(1).f_globals.get("__doc__")))
         return 0
     try:
         cfg = load_config(load, *split_cli(args)) if isinstance(load, type) else load(args)
