@@ -174,7 +174,7 @@ def test_prior_map_auroc_reads_low_on_objects_and_refuses_unequal_widths():
 
 def test_encoders_for_the_controls_share_the_exports_architecture(tmp_path):
     from glocon.models.prior import PriorArch, PriorExtractor, save_export
-    from glocon.probe.features import build_encoder, dense_map
+    from glocon.probe.features import build_encoder
 
     arch = PriorArch(backbone="resnet18", output_stride=16, proj_dim=16)
     torch.manual_seed(0)
@@ -186,7 +186,7 @@ def test_encoders_for_the_controls_share_the_exports_architecture(tmp_path):
     x = torch.rand(2, 3, 64, 64)
     loaded = build_encoder(str(tmp_path / "prior.pt"))
     init0, init0_again, init1 = (build_encoder(f"init:{tmp_path / 'prior.pt'}", seed=s) for s in (0, 0, 1))
-    maps = {n: dense_map(m, x, "prior") for n, m in [("loaded", loaded), ("init0", init0), ("again", init0_again), ("init1", init1)]}
+    maps = {n: m.dense_map(x, "prior") for n, m in [("loaded", loaded), ("init0", init0), ("again", init0_again), ("init1", init1)]}
     assert all(m.shape == (2, 512, 4, 4) for m in maps.values())  # same shape: stride 16 on 64 px
     assert torch.equal(maps["init0"], maps["again"]) and not torch.equal(maps["init0"], maps["init1"])
     assert not torch.allclose(maps["loaded"], maps["init0"])

@@ -280,12 +280,14 @@ def _all_classes_per_image(shard_dir: Path) -> dict[str, set[int]]:
 
 def test_probe_objective_needs_no_plugin_and_defaults_to_a_held_out_share_of_the_pretraining_shards(tmp_path):
     from glocon.tune.sweep import objective_name, prepare, probe_objective
+    from shard_writer import write_embedded_shards
 
+    shards = write_embedded_shards(tmp_path, "train", 40)  # prepare() checks the shards before Ray starts
     cfg = SweepConfig.model_validate({
-        "pretrain": str(Path(__file__).resolve().parents[1] / "configs" / "pretrain-demo.yaml"), "pretrain_overrides": [f"data.shards={tmp_path / 'shards'}"],
+        "pretrain": str(Path(__file__).resolve().parents[1] / "configs" / "pretrain-demo.yaml"), "pretrain_overrides": [f"data.shards={shards}"],
         "objective": {"kind": "probe", "probe": {"limit": 50}},
     })  # fmt: skip
     base, plugin_cfg = prepare(cfg)
     assert plugin_cfg is None and objective_name(cfg) == "probe retrieval mIoU"
     p = probe_objective(cfg, base)
-    assert p["train_shards"] == str((tmp_path / "shards").resolve()) and p["val_shards"] == "" and p["limit"] == 50
+    assert p["train_shards"] == str(shards.resolve()) and p["val_shards"] == "" and p["limit"] == 50
