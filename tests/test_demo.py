@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from glocon.config import load_config
 from glocon.demo import DemoConfig, _fewshot_cfg, results_table, variants
 
@@ -37,3 +39,38 @@ def test_comparisons_pair_the_first_row_with_its_controls_and_every_other_plugin
 
     rows = {"a": Variant("p"), "a-off": Variant("p", ("model.x=false",)), "b": Variant("q", (), None), "b2": Variant("q")}
     assert comparisons(rows) == [("a", "a-off"), ("a", "b")]
+
+
+@pytest.mark.slow
+def test_the_whole_demo_runs_end_to_end_at_test_size_and_reports_every_row(tmp_path):
+    """`make demo`'s own entry (jobs/demo.py + configs/demo.yaml's keys), every stage, on tiny inputs, in a
+    subprocess with its own local Ray; then a rerun reuses every stage."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from tiny_configs import TINY
+
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    for name, text in TINY.items():
+        (tmp_path / "configs" / name).write_text(text)
+    demo = (REPO / "configs" / "demo.yaml").read_text()
+    demo = demo.replace("embedded: {n_images: 400, size: 256, seed: 0}", "embedded: {n_images: 40, size: 64, seed: 0}")
+    demo = demo.replace("pretrain_config: configs/pretrain-embedded.yaml", "pretrain_config: configs/pretrain-demo.yaml")
+    assert "n_images: 40," in demo and "pretrain-demo.yaml" in demo
+    (tmp_path / "configs" / "demo.yaml").write_text(demo + "val_images: 24\nquery_point: [30, 30]\n")
+    overrides = ["overrides.shards=[samples_per_shard=8,longest_side=64,superpixels.slic.n_segments=16,data.min_class_pixels=64]"]
+    cmd = [sys.executable, str(REPO / "jobs" / "demo.py"), "--config", "configs/demo.yaml", *overrides]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = (tmp_path / "runs" / "demo" / "report.md").read_text()
+    for row in ("qgnet", "qgnet-no-prior", "qgnet-untrained-prior", "proto-imagenet", "proto-prior"):
+        assert f"| {row} |" in report, row
+    assert "| qgnet - qgnet-no-prior |" in report and "| qgnet - proto-imagenet |" in report
+    assert "retrieval" in report  # the probe table
+    assert "python jobs/explore.py --config configs/explore-demo.yaml" in done.stdout.strip().splitlines()[-1]
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "done in" not in again.stdout, again.stdout[-2000:]
+    timing = json.loads((tmp_path / "runs" / "demo" / "timing.json").read_text())
+    assert all(s["reused"] for s in timing["stages"].values())

@@ -359,4 +359,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     timing = {"wall_s": wall, "stages": {s.name: {"wall_s": s.wall_s, "reused": s.reused} for s in stages}}
     atomic_write_json(out / "timing.json", timing)
     print(f"[demo] report: {report}", flush=True)
+    print(f"[demo] open the explorer on these results: {explore_command(out)}, then http://127.0.0.1:8765", flush=True)
     return {"report": str(report), **timing}
+
+
+def explore_command(out: Path) -> str:
+    """How to serve the explorer on the demo's folder: configs/explore-demo.yaml names runs/demo;
+    a demo written elsewhere gets its own copy of that config, pointed at its folder."""
+    if out.resolve() == (Path.cwd() / "runs" / "demo").resolve() or not Path("configs/explore-demo.yaml").is_file():
+        return "python jobs/explore.py --config configs/explore-demo.yaml"
+    text = Path("configs/explore-demo.yaml").read_text().replace("runs/demo", str(out.resolve()))
+    target = atomic_write_text(out / "explore.yaml", text)
+    return f"python jobs/explore.py --config {target}"
