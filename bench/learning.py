@@ -8,7 +8,7 @@ untrained prior of the same architecture (issue 11).
    (inductive), timed: ``pretrain_minutes``.
 3. Probes the export and its controls on the val split (memory / linear probe from the train
    split): the same architecture at random init (over the probe seeds, which also reseed the
-   untrained weights), the run's own step-0 weights, and Lite0's ImageNet features as a reference.
+   untrained weights), the run's starting weights (``init:``; from scratch the same as untrained), and Lite0's ImageNet features as a reference.
 
 Headline figures are the last lines, as ``name = value``. ``probe_retrieval_gain`` is pretrained
 over untrained retrieval mIoU (goal >= 1.5); ``pretrain_global_loss_vs_chance`` is the last 20
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         priors={
             "pretrained": export,
             "untrained": f"random:{export}",
-            "step 0 of this run": f"init:{export}",
+            "its init (from scratch: untrained)": f"init:{export}",
             "Lite0 ImageNet (reference)": "imagenet:efficientnet_lite0@16",
         },
         train_shards=str(train), val_shards=str(val), seeds=args.seeds, out=str(out / "probe"),

