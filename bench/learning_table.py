@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", choices=["embedded", "coco128"], default="embedded")
     ap.add_argument("--config", default=None, help="the recipe (default: configs/pretrain-<data>.yaml)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--shards", default=None, help="reuse a folder holding shards-train/ and shards-val/ (e.g. bench/learning.py's) instead of writing them")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--pretrain-seeds", type=int, nargs="*", default=[])
@@ -97,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out or REPO / "runs" / f"learning-{args.data}").resolve()
     config = Path(args.config or REPO / "configs" / f"pretrain-{args.data}.yaml")
-    train, val = make_shards(args.data, out)
+    if args.shards:
+        train, val = Path(args.shards) / "shards-train", Path(args.shards) / "shards-val"
+    else:
+        train, val = make_shards(args.data, out)
     priors: dict[str, str] = {}
     summaries: dict[str, dict] = {}
     for init in args.inits:
