@@ -42,6 +42,7 @@ def test_comparisons_pair_the_first_row_with_its_controls_and_every_other_plugin
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_the_whole_demo_runs_end_to_end_at_test_size_and_reports_every_row(tmp_path):
     """`make demo`'s own entry (jobs/demo.py + configs/demo.yaml's keys), every stage, on tiny inputs, in a
     subprocess with its own local Ray; then a rerun reuses every stage."""
@@ -56,11 +57,11 @@ def test_the_whole_demo_runs_end_to_end_at_test_size_and_reports_every_row(tmp_p
     for name, text in TINY.items():
         (tmp_path / "configs" / name).write_text(text)
     demo = (REPO / "configs" / "demo.yaml").read_text()
-    demo = demo.replace("embedded: {n_images: 400, size: 256, seed: 0}", "embedded: {n_images: 40, size: 64, seed: 0}")
+    demo = demo.replace("embedded: {n_images: 400, size: 256, seed: 0}", "embedded: {n_images: 64, size: 96, seed: 0}")
     demo = demo.replace("pretrain_config: configs/pretrain-embedded.yaml", "pretrain_config: configs/pretrain-demo.yaml")
-    assert "n_images: 40," in demo and "pretrain-demo.yaml" in demo
+    assert "n_images: 64," in demo and "pretrain-demo.yaml" in demo
     (tmp_path / "configs" / "demo.yaml").write_text(demo + "val_images: 24\nquery_point: [30, 30]\n")
-    overrides = ["overrides.shards=[samples_per_shard=8,longest_side=64,superpixels.slic.n_segments=16,data.min_class_pixels=64]"]
+    overrides = ["overrides.shards=[samples_per_shard=8,longest_side=96,superpixels.slic.n_segments=16,data.min_class_pixels=64]"]
     cmd = [sys.executable, str(REPO / "jobs" / "demo.py"), "--config", "configs/demo.yaml", *overrides]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -220,24 +220,32 @@ CHECKS = {
 SERVERS = (r"^python jobs/explore\.py",)
 
 
-@pytest.mark.slow
-def test_readme_commands_run_verbatim_in_readme_order(checkout):
-    for command in readme_commands():
-        if any(re.search(p, command) for p in ELSEWHERE):
-            continue
-        (pattern, check), = [(p, c) for p, c in CHECKS.items() if re.search(p, command)]
-        if "coco128" in command and not SHARED.is_dir():
-            pytest.skip(f"real data not found at {SHARED / 'data'} (the README's coco128 command reads it)")
-        if any(re.search(p, command) for p in SERVERS):
-            env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(checkout)}
-            proc = subprocess.Popen(["bash", "-c", command], cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-            try:
-                check(checkout, proc)
-            finally:
-                import os
-                import signal
+def _command_id(command: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", command)[:80]
 
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
-            continue
-        check(checkout, run(command, checkout))
+
+# One test per command, in README order (pytest keeps parametrize order; each command may read what
+# the ones before it wrote, in the same module-scoped checkout), so each has its own timeout and a
+# failure names its command.
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("command", readme_commands(), ids=_command_id)
+def test_readme_command_runs_verbatim(checkout, command):
+    if any(re.search(p, command) for p in ELSEWHERE):
+        pytest.skip("run elsewhere: " + next(why for p, why in ELSEWHERE.items() if re.search(p, command)))
+    (pattern, check), = [(p, c) for p, c in CHECKS.items() if re.search(p, command)]
+    if "coco128" in command and not SHARED.is_dir():
+        pytest.skip(f"real data not found at {SHARED / 'data'} (the README's coco128 command reads it)")
+    if any(re.search(p, command) for p in SERVERS):
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(checkout)}
+        proc = subprocess.Popen(["bash", "-c", command], cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            check(checkout, proc)
+        finally:
+            import os
+            import signal
+
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        return
+    check(checkout, run(command, checkout))
