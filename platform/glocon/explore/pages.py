@@ -3,6 +3,8 @@ own bad input becomes an ``ExploreError`` that the error handler shows in the pa
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -135,7 +137,14 @@ def _eval_routes(r: APIRouter, ex: Any, render: Any) -> None:
         results = ex.evals.results(name)
         lists = {}
         for entry in summary["episode_files"]:
-            fold, shots = entry.removeprefix("fold").removesuffix("shot").split("-")
+            # fold<f>-<K>shot, or one file per seed: fold<f>-<K>shot-seed<s> (the rows list the first seed's)
+            m = re.fullmatch(r"fold(\d+)-(\d+)shot(?:-seed(\d+))?", entry)
+            if m is None:
+                continue
+            fold, shots = m.group(1), m.group(2)
+            entry = f"fold{fold}-{shots}shot"
+            if entry in lists:
+                continue
             try:
                 lists[entry] = {"fold": int(fold), "shots": int(shots), "episodes": ex.evals.episodes(name, int(fold), int(shots)).episodes[:500]}
             except ExploreError as exc:
