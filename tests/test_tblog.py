@@ -148,10 +148,10 @@ def test_a_short_fewshot_fit_writes_loss_and_lr_under_its_fold_run_folder(ray_se
     ray_session.cloudpickle.register_pickle_by_value(fewshot_helpers)  # workers cannot import tests/
     cfg = FewShotConfig.model_validate({
         "data": {"folds": [0], "novel_classes": [4]}, "image_size": 64, "episodes_dir": str(tmp_path / "episodes"),
-        "fit": {"steps": 3, "checkpoint_every": 3, "storage_path": str(tmp_path / "runs"), "name": "tb", "lr": 0.05},
+        "fit": {"steps": 3, "shots": [1], "checkpoint_every": 3, "storage_path": str(tmp_path / "runs"), "name": "tb", "lr": 0.05},
     })  # fmt: skip
     fit(TinyPlugin(), cfg, source=MemorySource(toy_items(n_per_class=7), min_pixels=64))
-    got = read_scalars(run_dir(cfg, 0) / "tb")
-    history = [m for m in json.loads((run_dir(cfg, 0) / "history.json").read_text()) if "loss" in m]
+    got = read_scalars(run_dir(cfg, 0, 1) / "tb")
+    history = [m for m in json.loads((run_dir(cfg, 0, 1) / "history.json").read_text()) if "loss" in m]
     assert got["loss/total"] == [(m["step"], pytest.approx(m["loss"], rel=1e-6)) for m in history] and len(history) == 3
     assert [s for s, _ in got["train/lr"]] == [1, 2, 3]
