@@ -18,6 +18,7 @@ from typing import Any
 
 from glocon.config import GloconModel, load_config, save_resolved
 from glocon.data.layouts import LayoutConfig
+from glocon.fewshot.variants import variant_config, variants
 from glocon.io import atomic_write_json, atomic_write_text, sha256_file
 from glocon.pipeline import StageResult, run_stage
 
@@ -211,8 +212,6 @@ def stage_untrained_prior(cfg: DemoConfig, out: Path, prior: StageResult) -> Sta
 
 
 def _fewshot_cfg(cfg: DemoConfig, out: Path, variant: str, prior: str | None, val: StageResult | None = None) -> Any:
-    from glocon.fewshot.variants import variant_config
-
     v = variants(cfg.plugins)[variant]
     return variant_config(
         cfg.fewshot_config, variant, v, priors={v.prior: prior} if v.prior else {}, fit_shards=out / "shards",
@@ -220,12 +219,6 @@ def _fewshot_cfg(cfg: DemoConfig, out: Path, variant: str, prior: str | None, va
         episodes_dir=out / "episodes", storage=out / "fewshot", eval_root=out / "eval",
         extra=_ov(cfg, "fewshot", f"data.benchmark={BENCHMARK[cfg.data.layout]}", *cfg.overrides.get(v.plugin, [])),
     )  # fmt: skip
-
-
-def variants(plugins: list[str]) -> dict[str, Any]:
-    from glocon.fewshot.variants import variants as rows
-
-    return rows(plugins)
 
 
 def stage_fewshot(cfg: DemoConfig, out: Path, shards: StageResult, val: StageResult | None, priors: dict[str, StageResult], variant: str) -> StageResult:
