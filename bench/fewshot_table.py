@@ -1,15 +1,19 @@
 """QGNet against its controls, the way the field reports it: every fold, 1- and 5-shot, over seeds
-of episode files, with bootstrap intervals and paired differences on the same episodes (issue 12).
-Writes the markdown that ``docs/results.md`` and ``docs/results-coco128.md`` quote.
+of episode files, with bootstrap intervals and paired differences on the same episodes (issues 12,
+18, 23). Writes the markdown that ``docs/results.md`` and ``docs/results-coco128.md`` quote.
 
-    python bench/fewshot_table.py --data embedded --prior runs/learning-embedded/pretrain/scratch-global-local/prior.pt
-    python bench/fewshot_table.py --data coco128  --prior runs/learning-coco128/pretrain/scratch-global-local/prior.pt
+    python bench/fewshot_table.py --data embedded --folds 0      # builds or reuses the shards and the prior it needs
+    python bench/fewshot_table.py --data embedded                # all 4 folds
+    python bench/fewshot_table.py --data coco128
 
-Rows (the plugins' own rows and controls, ``glocon.fewshot.variants``, as in the demo): QGNet with the pretrained prior, QGNet with
-the prior map off, QGNet with an untrained prior of the same architecture (same trained layers, no
-pretraining), and the training-free prototype on F's own ImageNet features at the same stride.
-Fit reads the train split, evaluation the held-out val split. Shards come from
-``bench/learning_table.py``'s folders (``--shards``), so the prior was pretrained on the fit split only.
+Rows (the plugins' own rows and controls, ``glocon.fewshot.variants``, as in the demo): QGNet with
+the pretrained prior, with the prior map off, with an untrained prior of the same architecture,
+with F's own ImageNet features (Lite0) as the prior; the training-free prototype on F's features
+(as declared, and with its threshold and mode chosen on base-val) and on the prior's; and a
+diagnostic, QGNet with the ground-truth map (``oracle_map_gain``). Every QGNet fit holds out
+base-val images of the fit split and keeps its best step (``glocon.fewshot.baseval``). Fit reads
+the train split, evaluation the held-out val split; the prior was pretrained on the fit split only.
+Headline figures print last as ``name = value``.
 """
 
 from __future__ import annotations
@@ -17,72 +21,136 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ("qgnet", "qgnet-no-prior", "qgnet-untrained-prior", "proto-imagenet")
+# a diagnostic row, not a result: QGNet with the query's ground truth as its guided map (at the
+# map's grid). oracle - qgnet is how much the decoder can read from a map at all (issue 23).
+ORACLE = "qgnet-oracle-map"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", choices=["embedded", "coco128"], default="embedded")
-    ap.add_argument("--prior", required=True, help="the pretrained prior export (bench/learning_table.py writes one)")
+    ap.add_argument("--prior", default=None, help="the pretrained prior export (default: the recipe's, pretrained here on the fit split when missing)")
     ap.add_argument("--shards", default=None, help="folder holding shards-train/ and shards-val/ (default: runs/learning-<data>)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
+    ap.add_argument("--rows", nargs="+", default=None, help="only these rows (default: every row and control, and the oracle map)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the few-shot config (e.g. fit.steps=300 eval.seeds=3)")
     args = ap.parse_args(argv)
 
-    from glocon.fewshot.evaluate import compare
     from glocon.fewshot.runner import evaluate, fit
-    from glocon.fewshot.variants import comparisons, variant_config, variants
-    from glocon.models.prior import PriorArch, read_export, save_untrained_export
+    from glocon.fewshot.variants import Variant, comparisons, resolve_row, variant_config, variants
+    from glocon.models.prior import PriorArch, read_export, save_imagenet_export, save_untrained_export
     from glocon.plugins import load_plugin
 
+    t_start = time.perf_counter()
     shards = Path(args.shards or REPO / "runs" / f"learning-{args.data}").resolve()
+    args.prior = ensure_inputs(args.data, shards, args.prior)
     out = Path(args.out or REPO / "runs" / f"fewshot-table-{args.data}").resolve()
-    untrained = out / "untrained.pt"
-    if not untrained.is_file():
-        save_untrained_export(PriorArch.model_validate(read_export(args.prior)["arch"]), untrained, seed=0)
-    priors = {"pretrained": str(Path(args.prior).resolve()), "untrained": str(untrained), None: None}
+    arch = PriorArch.model_validate(read_export(args.prior)["arch"])
+    controls = {"untrained": (out / "untrained.pt", save_untrained_export), "imagenet": (out / "imagenet-prior.pt", save_imagenet_export)}
+    priors: dict = {"pretrained": args.prior, None: None}
+    for kind, (path, save) in controls.items():
+        if not path.is_file():
+            save(arch, path)
+        priors[kind] = str(path)
     config = REPO / "configs" / ("fewshot-demo.yaml" if args.data == "embedded" else "fewshot-coco128.yaml")
-    dirs = {}
-    rows = {r: v for r, v in variants(["qgnet", "proto"]).items() if r in ROWS}
+    rows = dict(variants(["qgnet", "proto"]))
+    rows[ORACLE] = Variant("qgnet", ("model.guided_map_source=oracle",), "pretrained")
+    if args.rows:
+        rows = {r: v for r, v in rows.items() if r in args.rows}
+    dirs, fits, chosen = {}, {}, {}
     for row, v in rows.items():
         cfg = variant_config(
             config, row, v, priors=priors, fit_shards=shards / "shards-train", eval_shards=shards / "shards-val", folds=args.folds,
             episodes_dir=out / "episodes", storage=out / "fit", eval_root=out / "eval", extra=args.overrides,
         )  # fmt: skip
-        plugin_name = v.plugin
-        plugin = load_plugin(plugin_name)
+        plugin = load_plugin(v.plugin)
+        cfg, choice = resolve_row(plugin, cfg, v)
+        if choice is not None:
+            chosen[row] = choice
+            scores = ", ".join(f"{' '.join(c)}: {m:.1f}" for c, m in choice["scores"])
+            print(f"[{row}] chosen on base-val: {choice['chosen']} ({scores})", flush=True)
         if plugin.trainable:
-            fit(plugin, cfg)
+            t0 = time.perf_counter()
+            summary = fit(plugin, cfg)
+            fits[row] = {"minutes": (time.perf_counter() - t0) / 60, "runs": {f"fold{f}-{k}shot": i for f, per in summary["folds"].items() for k, i in per.items()}}
         evaluate(plugin, cfg)
         dirs[row] = out / "eval" / row
-    pairs = comparisons(rows)
-    lines = _table(dirs, args, pairs)
+    pairs = [p for p in comparisons({r: v for r, v in rows.items() if r != ORACLE}) if p[0] in dirs and p[1] in dirs]
+    if ORACLE in dirs and "qgnet" in dirs:
+        pairs.append((ORACLE, "qgnet"))
+    lines = _table(dirs, args, pairs, fits, chosen)
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    for a, b in pairs:
-        r = compare(dirs[a], dirs[b])["shots"]
-        for k, v in r.items():
-            print(f"{a.replace('-', '_')}_minus_{b.replace('-', '_')}_{k}shot = {100 * v['difference']:.2f}")
+    _headline(dirs, pairs, fits, time.perf_counter() - t_start)
     return 0
 
 
-def _table(dirs: dict, args, pairs: list) -> list[str]:
+def _headline(dirs: dict, pairs: list, fits: dict, seconds: float) -> None:
+    """The issue's names, last, as ``name = value``."""
     from glocon.fewshot.evaluate import compare
 
-    lines = ["| model | 1-shot mIoU | 5-shot mIoU | 1-shot FB-IoU | 5-shot FB-IoU |", "|---|---|---|---|---|"]
+    short = {"proto-imagenet": "proto", "qgnet-no-prior": "no_prior", "qgnet-untrained-prior": "untrained_prior", "qgnet-imagenet-prior": "lite0_prior", "proto-imagenet-tuned": "proto_tuned"}
+    out: dict[str, float] = {}
+    for a, b in pairs:
+        r = compare(dirs[a], dirs[b])["shots"]
+        for k, v in r.items():
+            if a == ORACLE:
+                out[f"oracle_map_gain_{k}shot"] = 100 * v["difference"]
+            elif b in short:
+                out[f"qgnet_minus_{short[b]}_{k}shot"] = 100 * v["difference"]
+                out[f"qgnet_minus_{short[b]}_ci_low_{k}shot"] = 100 * v["ci_low"]
+            else:
+                out[f"{a.replace('-', '_')}_minus_{b.replace('-', '_')}_{k}shot"] = 100 * v["difference"]
+    if "proto-imagenet-tuned" in dirs:
+        m = json.loads((dirs["proto-imagenet-tuned"] / "results.json").read_text())["mean"]
+        out.update({f"proto_tuned_{k}shot": 100 * m[k]["miou"] for k in m})
+    if "qgnet" in fits:
+        runs = fits["qgnet"]["runs"]
+        out["fit_steps_to_plateau"] = sum(i.get("best_step") or i["step"] for i in runs.values()) / len(runs)
+        out["fit_minutes"] = fits["qgnet"]["minutes"]
+    out["fewshot_table_minutes"] = seconds / 60
+    for k, v in out.items():
+        print(f"{k} = {v:.2f}")
+
+
+def ensure_inputs(data: str, shards: Path, prior: str | None) -> str:
+    """The shards (train and val split) and the pretrained prior the table needs: reused when
+    present, else written by ``bench/learning_table.py``'s own functions (the demo's recipe,
+    ``configs/pretrain-<data>.yaml``, from scratch, on the fit split only). Returns the prior."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import learning_table as lt
+
+    if not ((shards / "shards-train" / "manifest.json").is_file() and (shards / "shards-val" / "manifest.json").is_file()):
+        lt.make_shards(data, shards)
+    if prior is None:
+        prior, _, _ = lt.pretrain(REPO / "configs" / f"pretrain-{data}.yaml", shards / "shards-train", shards, "scratch-global-local", 300, lt.INITS["scratch"])
+    return str(Path(prior).resolve())
+
+
+def _table(dirs: dict, args, pairs: list, fits: dict, chosen: dict) -> list[str]:
+    from glocon.fewshot.evaluate import compare
+
+    lines = ["| model | 1-shot mIoU | 5-shot mIoU | 1-shot FB-IoU | 5-shot FB-IoU | fit: kept step (stopped early) / minutes |", "|---|---|---|---|---|---|"]
     for row, d in dirs.items():
         m = json.loads((d / "results.json").read_text())["mean"]
         cell = lambda k: f"{100 * m[k]['miou']:.1f} ± {100 * m[k]['miou_std']:.1f} [{100 * m[k]['miou_ci'][0]:.1f}, {100 * m[k]['miou_ci'][1]:.1f}]"  # noqa: E731
-        lines.append(f"| {row} | {cell('1')} | {cell('5')} | {100 * m['1']['fb_iou']:.1f} | {100 * m['5']['fb_iou']:.1f} |")
+        fit = fits.get(row)
+        how = "; ".join(f"{r}: {i.get('best_step', i['step'])}{' (yes)' if i.get('stopped_early') else ''}" for r, i in fit["runs"].items()) + f" / {fit['minutes']:.1f}" if fit else "training-free"
+        if row in chosen:
+            how += f"; chosen on base-val: `{' '.join(chosen[row]['chosen'])}`"
+        lines.append(f"| {row} | {cell('1')} | {cell('5')} | {100 * m['1']['fb_iou']:.1f} | {100 * m['5']['fb_iou']:.1f} | {how} |")
     lines += ["", "| A - B (same episodes) | 1-shot mIoU difference [95% paired CI] | 5-shot |", "|---|---|---|"]
     for a, b in pairs:
         r = compare(dirs[a], dirs[b])["shots"]
         lines.append(f"| {a} - {b} | " + " | ".join(f"{100 * r[k]['difference']:+.1f} [{100 * r[k]['ci_low']:+.1f}, {100 * r[k]['ci_high']:+.1f}]" for k in ("1", "5")) + " |")
     lines += ["", f"Folds {args.folds}; mIoU in %, mean over folds of the mean over seeds ± the std over seeds of the fold mean [95% bootstrap CI]."]
+    if ORACLE in dirs:
+        lines.append(f"`{ORACLE}` is a diagnostic (the query's ground truth as the guided map), not a result.")
     return lines
 
 

@@ -94,7 +94,7 @@ class TinySegmenter(nn.Module):
         sim = F.cosine_similarity(fq, proto[:, :, None, None], dim=1)[:, None]
         sim_n = (sim - sim.amin((2, 3), keepdim=True)) / (sim.amax((2, 3), keepdim=True) - sim.amin((2, 3), keepdim=True) + 1e-7)
         x = torch.cat([fq, proto[:, :, None, None].expand_as(fq), sim], 1)
-        logits = F.interpolate(self.head(x), size=query.shape[-2:], mode="bilinear", align_corners=True)
+        logits = F.interpolate(self.head(x), size=query.shape[-2:], mode="bilinear", align_corners=False)
         return {"logits": logits, "guided_region_map": sim_n}
 
     def loss(self, out: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

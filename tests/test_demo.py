@@ -13,14 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_variant_shares_the_episode_files_and_only_the_ablation_differs(monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)
     cfg = load_config(DemoConfig, REPO / "configs" / "demo.yaml")
-    priors = {"pretrained": str(tmp_path / "prior.pt"), "untrained": str(tmp_path / "untrained.pt"), None: None}
+    priors = {"pretrained": str(tmp_path / "prior.pt"), "untrained": str(tmp_path / "untrained.pt"), "imagenet": str(tmp_path / "imagenet.pt"), None: None}
     rows = variants(cfg.plugins)
-    assert list(rows) == ["qgnet", "qgnet-no-prior", "qgnet-untrained-prior", "proto-imagenet", "proto-prior"]  # declared by each plugin
+    # declared by each plugin: its own row first, then its controls
+    assert list(rows) == ["qgnet", "qgnet-no-prior", "qgnet-untrained-prior", "qgnet-imagenet-prior", "proto-imagenet", "proto-prior", "proto-imagenet-tuned"]
+    assert [r for r, v in rows.items() if v.tune] == ["proto-imagenet-tuned"]
     built = {v: _fewshot_cfg(cfg, tmp_path, v, priors[rows[v].prior]) for v in rows}
     assert {c.episodes_dir for c in built.values()} == {str(tmp_path / "episodes")}
     assert {c.prior for v, c in built.items() if rows[v].prior == "pretrained"} == {str(tmp_path / "prior.pt")}
     assert built["qgnet-untrained-prior"].prior == str(tmp_path / "untrained.pt") and built["proto-imagenet"].prior is None
-    assert built["qgnet-untrained-prior"].model == built["qgnet"].model  # the control differs only in its prior
+    assert built["qgnet-untrained-prior"].model == built["qgnet"].model == built["qgnet-imagenet-prior"].model  # the controls differ only in their prior
+    assert built["qgnet-imagenet-prior"].prior == str(tmp_path / "imagenet.pt")
+    assert built["proto-imagenet-tuned"].model == built["proto-imagenet"].model  # until base-val chooses
     assert built["qgnet"].model.get("use_prior_map", True) is True
     assert built["qgnet-no-prior"].model["use_prior_map"] is False
     assert {k: v for k, v in built["qgnet"].model.items()} == {k: v for k, v in built["qgnet-no-prior"].model.items() if k != "use_prior_map"}
@@ -34,11 +38,11 @@ def test_results_table_prints_percentages_per_model_and_shot():
     assert table.splitlines()[0] == "| model | 1-shot mIoU | 1-shot FB-IoU | 5-shot mIoU | 5-shot FB-IoU |"
 
 
-def test_comparisons_pair_the_first_row_with_its_controls_and_every_other_plugin():
+def test_comparisons_pair_the_first_row_with_its_controls_and_every_row_of_other_plugins():
     from glocon.fewshot.variants import Variant, comparisons
 
-    rows = {"a": Variant("p"), "a-off": Variant("p", ("model.x=false",)), "b": Variant("q", (), None), "b2": Variant("q")}
-    assert comparisons(rows) == [("a", "a-off"), ("a", "b")]
+    rows = {"a": Variant("p"), "a-off": Variant("p", ("model.x=false",)), "b": Variant("q", (), None), "b2": Variant("q", tune=True)}
+    assert comparisons(rows) == [("a", "a-off"), ("a", "b"), ("a", "b2")]
 
 
 @pytest.mark.slow
@@ -66,9 +70,10 @@ def test_the_whole_demo_runs_end_to_end_at_test_size_and_reports_every_row(tmp_p
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = (tmp_path / "runs" / "demo" / "report.md").read_text()
-    for row in ("qgnet", "qgnet-no-prior", "qgnet-untrained-prior", "proto-imagenet", "proto-prior"):
+    for row in ("qgnet", "qgnet-no-prior", "qgnet-untrained-prior", "qgnet-imagenet-prior", "proto-imagenet", "proto-prior", "proto-imagenet-tuned"):
         assert f"| {row} |" in report, row
-    assert "| qgnet - qgnet-no-prior |" in report and "| qgnet - proto-imagenet |" in report
+    assert "| qgnet - qgnet-no-prior |" in report and "| qgnet - proto-imagenet |" in report and "| qgnet - proto-imagenet-tuned |" in report
+    assert "settings chosen on base-val episodes" in report  # the tuned row says what it chose
     assert "retrieval" in report  # the probe table
     assert "python jobs/explore.py --config configs/explore-demo.yaml" in done.stdout.strip().splitlines()[-1]
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)

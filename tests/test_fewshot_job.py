@@ -222,3 +222,40 @@ def test_job_rejects_an_unknown_verb_and_a_missing_plugin(tmp_path, capsys):
     assert "no-such-plugin" in capsys.readouterr().err
     assert job.main(["eval", "--plugin", "proto", "model.threshhold=0.3"]) == 2
     assert "threshhold" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fit_keeps_the_best_base_val_step_stops_on_patience_and_writes_its_curve(ray_session, tmp_path):
+    ray_session.cloudpickle.register_pickle_by_value(fewshot_helpers)
+    source = MemorySource(toy_items(n_per_class=10), min_pixels=64)
+    plugin = TinyPlugin()
+    kw = {"steps": 40, "checkpoint_every": 100, "eval_every": 2, "patience": 2, "val_fraction": 0.3, "val_episodes": 16, "train_eval_episodes": 8, "lr": 0.02}
+    cfg = FewShotConfig.model_validate(_toy_cfg(tmp_path, name="early", **kw))
+    info = fit(plugin, cfg, source=source)["folds"][0][1]
+    curve = info["curve"]
+    vals = [r["base_val_miou"] for r in curve]
+    assert [r["step"] for r in curve] == list(range(2, 2 * len(curve) + 1, 2))
+    best = curve[vals.index(max(vals))]["step"]  # the first of equal maxima
+    assert info["best_step"] == best and info["best_base_val_miou"] == max(vals)
+    # stopped iff the last `patience` evaluations brought no gain, and then it trained no further
+    no_gain = all(v <= max(vals[:-2]) for v in vals[-2:]) if len(vals) > 2 else False
+    assert info["stopped_early"] == no_gain
+    assert info["complete"] and info["step"] == curve[-1]["step"] and (no_gain or info["step"] == 40)
+
+    # model.pt holds the weights of the best step: the same run stopped there ends with them
+    at_best = FewShotConfig.model_validate(_toy_cfg(tmp_path, name="at-best", **kw, stop_at_step=best))
+    stopped = fit(plugin, at_best, source=source)["folds"][0][1]
+    from glocon.fewshot.state import load_fit_state
+
+    want = load_fit_state(Path(stopped["checkpoint"]))["model"]
+    kept = load_model_file(Path(info["model"]), plugin, 0)["state"]
+    assert kept.keys() == want.keys() and all(torch.equal(kept[k], want[k]) for k in kept)
+
+    # the curve beside the model: JSON, PNG, and TensorBoard scalars of base-val and base-train
+    run = Path(info["model"]).parent
+    assert json.loads((run / "curve.json").read_text())["best_step"] == best
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"]
+    assert {"base_val/miou", "base_train/miou", "loss/total"} <= set(tags)

@@ -47,5 +47,6 @@ image_size: 64
 episodes_dir: runs/demo/fewshot/episodes
 fit: {steps: 2, shots: [1], checkpoint_every: 2, storage_path: runs/demo/fewshot, name: fit, cache: {views: 1}}
 eval: {shards: runs/demo/shards-val, episodes: 3, seeds: 2, shots: [1], n_figure_episodes: 1, bootstrap: 50, out_dir: runs/demo/fewshot/eval}
+objective: {episodes: 3, shots: 1}
 """,
 }

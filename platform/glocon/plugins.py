@@ -52,8 +52,13 @@ class Plugin:
     trainable: bool = False
     description: str = ""
     # rows of a controlled comparison (glocon.fewshot.variants): row name -> (model overrides, which
-    # prior: "pretrained" | "untrained" | None); the first row is the plugin's own, the rest its controls
-    variants: dict[str, tuple[tuple[str, ...], str | None]] = {}
+    # prior: "pretrained" | "untrained" | "imagenet" | None); the first row is the plugin's own, the rest its controls
+    # ("imagenet": an export of the pip wheel's ImageNet backbone at the prior's stride, glocon.models.prior)
+    # An optional third item True marks a row whose settings are chosen on base-val (base_val_choices).
+    variants: dict[str, tuple[Any, ...]] = {}
+    # override sets a training-free plugin's "-tuned" rows choose among on base-val episodes
+    # (glocon.fewshot.choose), as a trained head's recipe is chosen on base classes
+    base_val_choices: tuple[tuple[str, ...], ...] = ()
 
     def make_config(self, data: dict[str, Any] | GloconModel | None = None, source: str | None = None) -> GloconModel:
         """Validate ``data`` against ``config_model`` (errors name the key and the plugin)."""

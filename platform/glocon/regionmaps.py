@@ -21,9 +21,9 @@ import contextlib
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from glocon import ops
+from glocon.ops import resize
 
 EPS = 1e-7  # paper, after Eq. 12; also the release's ``cosine_eps``
 GAP_EPS = 5e-4  # PFENet's Weighted_GAP adds 0.0005 to the mask area
@@ -82,12 +82,12 @@ def prior_region_map(bridge: torch.Tensor, prior: torch.Tensor, eps: float = EPS
 
 
 def _fit_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, 1, H, W) or (B, H, W) mask -> (B, 1, *size); bilinear, align_corners=True as PFENet resizes masks."""
+    """(B, 1, H, W) or (B, H, W) mask -> (B, 1, *size); bilinear (``glocon.ops.resize``)."""
     if mask.dim() == 3:
         mask = mask.unsqueeze(1)
     mask = mask.to(torch.float32) if not mask.is_floating_point() else mask
     if tuple(mask.shape[-2:]) != tuple(size):
-        mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=True)
+        mask = resize(mask, size)
     return mask
 
 

@@ -46,6 +46,8 @@ def scalars(m: Mapping[str, Any], kind: Kind) -> dict[str, float]:
     event = m.get("event")
     if event == "probe":
         return {PROBE_TAG: float(m["retrieval_miou"])}
+    if event == "eval":  # a few-shot fit's base-val / base-train scores (glocon.fewshot.baseval)
+        return {f"{k[: -len('_miou')]}/miou": float(v) for k, v in m.items() if k.endswith("_miou") and isinstance(v, (int, float))}
     if event is not None:
         return {}
     tags = TAGS[kind]

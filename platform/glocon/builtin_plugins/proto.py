@@ -131,18 +131,21 @@ class ProtoSegmenter(nn.Module):
             # sigmoid(scale * (s - t)) is the foreground probability; argmax == (s > t)
             margin = (s - cfg.threshold) * (cfg.scale / 2)
             scores = torch.stack([-margin, margin], dim=1)
-        logits = F.interpolate(scores, size=query.shape[-2:], mode="bilinear", align_corners=True)
+        logits = ops.resize(scores, query.shape[-2:])
         return {"logits": logits, "guided_region_map": ops.min_max_normalize(sim_fg, EPS).unsqueeze(1)}
 
     def loss(self, out: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """CE with 255 ignored (reported only: nothing here trains)."""
         logits = out["logits"]
         if tuple(logits.shape[-2:]) != tuple(target.shape[-2:]):
-            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=True)
+            logits = ops.resize(logits, target.shape[-2:])
         if not (target != IGNORE_INDEX).any():
             return logits.sum() * 0.0, {"loss": 0.0}
         loss = F.cross_entropy(logits, target.long(), ignore_index=IGNORE_INDEX)
         return loss, {"loss": float(loss)}
+
+
+IMAGENET = ("model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.output_stride=16")
 
 
 class ProtoPlugin(Plugin):
@@ -153,12 +156,16 @@ class ProtoPlugin(Plugin):
     # prior at, so every row compares at one feature resolution: on F's own ImageNet features
     # (EfficientNet-Lite0, the demo's F) and on the prior's
     variants = {
-        "proto-imagenet": (
-            ("model.source=backbone", "model.backbone=efficientnet_lite0", "model.backbone_weights=package:efficientnet_lite0", "model.layer=layer3", "model.output_stride=16"),
-            None,
-        ),
+        "proto-imagenet": (IMAGENET, None),
         "proto-prior": (("model.output_stride=16",), "pretrained"),
+        # the same on F's features with its threshold and mode chosen on base-val (the fair bar)
+        "proto-imagenet-tuned": (IMAGENET, None, True),
     }
+    # the threshold and mode chosen on base-val episodes (glocon.fewshot.choose): the "-tuned" rows
+    base_val_choices = (
+        *((f"model.threshold={t}", "model.mode=threshold") for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)),
+        ("model.mode=fg_bg",),
+    )
     description = "training-free baseline: masked-average support prototype, cosine, threshold (PANet's non-parametric step)"
 
     def build_model(self, cfg: ProtoConfig, prior: PriorExtractor | None = None) -> ProtoSegmenter:

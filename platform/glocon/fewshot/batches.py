@@ -135,12 +135,13 @@ class EvalEpisode:
     query_image: np.ndarray  # (H, W, 3) uint8, for figures
     support_images: list[np.ndarray]  # K x (h, w, 3) uint8, for figures
     support_labels: list[np.ndarray]  # K x (h, w) uint8 in {0, 1, 255}
+    query_label: torch.Tensor | None = None  # (S, S) long at the model's input: read only by an oracle diagnostic
 
 
 def load_eval_episode(source: Any, episode: Episode, size: int) -> EvalEpisode:
     q = source.get(episode.query)
     q_label = episode_label(q, episode.cls)
-    q_img, _, info = eval_resize(q.image, q_label, size)
+    q_img, q_lab, info = eval_resize(q.image, q_label, size)
     s_imgs, s_masks, raw_imgs, raw_labels = [], [], [], []
     for key in episode.supports:
         s = source.get(key)
@@ -160,6 +161,7 @@ def load_eval_episode(source: Any, episode: Episode, size: int) -> EvalEpisode:
         query_image=q.image,
         support_images=raw_imgs,
         support_labels=raw_labels,
+        query_label=q_lab,
     )
 
 

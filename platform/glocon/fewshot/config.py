@@ -61,6 +61,18 @@ class FitConfig(GloconModel):
     max_failures: int = 0
     checkpoint_every: int = 100  # steps
     stop_at_step: int | None = None  # end this run early after a checkpoint (tests; rerun the same name to resume)
+    # Base-val (glocon.fewshot.baseval): images of the FIT split held out from training, scored on
+    # base classes every eval_every steps; fit keeps the best weights and stops after `patience`
+    # evaluations without a gain (None: runs to `steps`, the cap). Novel classes are never read.
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # 0: no base-val (the last weights are kept)
+    eval_every: int = Field(100, ge=1)  # steps between base-val evaluations
+    patience: int | None = Field(None, ge=1)
+    val_episodes: int = Field(100, ge=1)  # base-val episodes scored at every evaluation
+    # Fit images that hold a novel class: "drop" (glocon: novel classes are never seen before the
+    # final eval) or "background" (PFENet's training list: kept, the novel pixels labelled
+    # background). Base-val draws from novel-free images either way.
+    novel_images: Literal["drop", "background"] = "drop"
+    train_eval_episodes: int = Field(50, ge=0)  # base-train episodes scored beside them (the curve's memorising side)
     fault: FaultSection = FaultSection()  # drills: SIGKILL a worker once at a step (glocon.train.faults)
     cache: CacheConfig = CacheConfig()
 

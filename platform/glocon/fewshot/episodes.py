@@ -395,13 +395,30 @@ class TrainEpisodeSampler:
         base: Sequence[int],
         novel: Sequence[int],
         image_classes: Mapping[str, set[int]] | None = None,
+        held_out: Iterable[str] = (),
+        novel_images: Literal["drop", "background"] = "drop",
     ) -> None:
         draw, exclude = mode_classes("train", base, novel)
-        self.pool = class_pool(class_index, draw, shots + 1, exclude, image_classes)
+        # base-class images free of novel classes (glocon's rule), or, with novel_images="background"
+        # (PFENet's training list), every base-class image, its novel pixels background in the binary label
+        strict = class_pool(class_index, draw, shots + 1, exclude, image_classes)
+        self.full_pool = strict if novel_images == "drop" else class_pool(class_index, draw, shots + 1, (), image_classes)
+        # ``pool``: full_pool less the images held out for base-val (``glocon.fewshot.baseval``),
+        # which no training episode reads; base-val draws from held-out images free of novel classes
+        held = self.held_out = set(held_out)
+        self.pool = _keep(self.full_pool, lambda k: k not in held, shots + 1)
+        self.val_pool = _keep(strict, lambda k: k in held, shots + 1)
         if not self.pool:
-            raise DataError(f"{benchmark} fold {fold}: no base class has {shots + 1} images free of novel classes to train on")
+            why = f" (after holding out {len(held)} images for base-val: lower fit.val_fraction)" if held else ""
+            raise DataError(f"{benchmark} fold {fold}: no base class has {shots + 1} images free of novel classes to train on{why}")
         self.shots = shots
         self.tag = f"{seed}/{benchmark}/{fold}/train/{shots}"
 
     def __call__(self, index: int) -> Episode:
         return sample_episode(self.pool, self.shots, rng_for(f"{self.tag}/{index}"))
+
+
+def _keep(pool: Mapping[int, Sequence[str]], keep: Any, min_images: int) -> dict[int, list[str]]:
+    """{class: the keys ``keep`` accepts}, classes left with fewer than ``min_images`` dropped."""
+    out = {c: [k for k in keys if keep(k)] for c, keys in pool.items()}
+    return {c: ks for c, ks in out.items() if len(ks) >= min_images}

@@ -24,7 +24,7 @@ from glocon.fewshot.batches import CachedSource, load_eval_episode, stack_eval
 from glocon.fewshot.config import FewShotConfig
 from glocon.fewshot.episodes import EpisodeSet, episodes_for
 from glocon.fewshot.metrics import ClassIoUAccumulator, RegionMapAccumulator, intersection_union
-from glocon.fewshot.report import figure_png, results_markdown
+from glocon.fewshot.report import figure_caption, figure_png, results_markdown
 from glocon.fewshot.sources import build, check_split_separation, class_names, eval_split, fold_split, folds_of, open_source, resolve_device, resolve_paths
 from glocon.fewshot.state import load_model_file, load_trainable_state, weights_for
 from glocon.fewshot.transforms import to_original
@@ -59,7 +59,9 @@ def evaluate_episodes(
     for start in range(0, len(es.episodes), batch_size):
         batch = [load_eval_episode(source, e, image_size) for e in es.episodes[start : start + batch_size]]
         q, s, m = stack_eval(batch)
-        out = model(q.to(device), s.to(device), m.to(device))
+        # only an oracle diagnostic (a model that says it wants it) ever sees the query's label
+        extra = {"query_label": torch.stack([e.query_label for e in batch]).to(device)} if getattr(model, "wants_query_label", False) else {}
+        out = model(q.to(device), s.to(device), m.to(device), **extra)
         logits = out["logits"].float().cpu().contiguous()
         logits_sha.update(logits.numpy().tobytes())
         for i, ep in enumerate(batch):
@@ -80,7 +82,7 @@ def evaluate_episodes(
                 figure.append({
                     "support_image": ep.support_images[0], "support_label": ep.support_labels[0], "query_image": ep.query_image,
                     "maps": maps,
-                    "prediction": pred.numpy(), "label": ep.label.numpy(), "caption": f"class {ep.episode.cls}\\nIoU {100 * per_episode[-1]:.1f}",
+                    "prediction": pred.numpy(), "label": ep.label.numpy(), "caption": figure_caption(ep.episode.cls, per_episode[-1]),
                 })  # fmt: skip
         if dash is not None:
             dash.advance(len(batch), mIoU=100 * acc.miou(), FB_IoU=100 * acc.fb_iou())

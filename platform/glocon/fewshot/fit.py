@@ -25,6 +25,7 @@ from glocon import seeds
 from glocon.config import save_resolved
 from glocon.dashboard import Dashboard
 from glocon.errors import ConfigError
+from glocon.fewshot import baseval
 from glocon.fewshot import cache as fcache
 from glocon.fewshot.batches import CachedSource, TrainEpisodes
 from glocon.fewshot.config import FewShotConfig
@@ -36,6 +37,7 @@ from glocon.fewshot.state import (
 from glocon.io import atomic_write_json, sha256_file
 from glocon.raycluster import train_logging
 from glocon.train.faults import maybe_die
+from glocon.viz.curves import plot_fit_curves
 
 
 def total_steps(cfg: FewShotConfig, sampler: TrainEpisodeSampler) -> int:
@@ -63,8 +65,13 @@ def forward_batch(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], dev
     """One training batch through the model: from images, or from cached frozen features."""
     if any(k.startswith("q.") for k in batch):
         q, s = fcache.split_batch(batch, device)
-        return model(encoded=(q, s, tuple(batch["target"].shape[-2:])))
-    return model(batch["query"].to(device), batch["support_images"].to(device), batch["support_masks"].to(device))
+        return model(encoded=(q, s, tuple(batch["target"].shape[-2:])), **_oracle(model, batch, device))
+    return model(batch["query"].to(device), batch["support_images"].to(device), batch["support_masks"].to(device), **_oracle(model, batch, device))
+
+
+def _oracle(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The query's label, for a model that asks for it: the oracle diagnostic only."""
+    return {"query_label": batch["target"].to(device)} if getattr(unwrap(model), "wants_query_label", False) else {}
 
 
 def train_steps(
@@ -78,10 +85,10 @@ def train_steps(
     start_step: int,
     device: torch.device,
     loader_workers: int = 0,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int, dict[str, float]], bool | None] | None = None,
 ) -> int:
     """Run the optimiser over ``dataset`` (already cut to this worker's episodes from ``start_step``).
-    Returns the step after the last one."""
+    ``on_step`` returning True stops early (base-val's patience ran out). Returns the step after the last one."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers, drop_last=True)
@@ -97,8 +104,8 @@ def train_steps(
         optimizer.step()
         scheduler.step()
         step += 1
-        if on_step is not None:
-            on_step(step, {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items() if k != "loss"}, "lr": lr, "s_per_step": time.perf_counter() - t0})
+        if on_step is not None and on_step(step, {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items() if k != "loss"}, "lr": lr, "s_per_step": time.perf_counter() - t0}):
+            break
     return step
 
 
@@ -108,11 +115,26 @@ def worker_indices(start: int, steps: int, global_batch: int, rank: int, per_wor
 
 
 def train_sampler(cfg: FewShotConfig, source: Any, fold: int, shots: int) -> TrainEpisodeSampler:
+    """Training episodes of the fold's base classes, on the fit split's images less base-val's."""
     base, novel = fold_split(cfg, fold, source.class_index)
+    keys = sorted({str(k) for ks in source.class_index.values() for k in ks})
     return TrainEpisodeSampler(
         source.class_index, benchmark=cfg.data.benchmark, fold=fold, shots=shots, seed=cfg.seed,
-        base=base, novel=novel, image_classes=source_image_classes(source),
+        base=base, novel=novel, image_classes=source_image_classes(source), held_out=baseval.held_out(keys, cfg.fit.val_fraction, cfg.seed),
+        novel_images=cfg.fit.novel_images,
     )  # fmt: skip
+
+
+def score_sets(cfg: FewShotConfig, sampler: TrainEpisodeSampler, fold: int, shots: int) -> dict[str, baseval.FixedEpisodes]:
+    """The fixed episodes fit scores as it trains: base-val (held-out images) and base-train."""
+    val_pool = sampler.val_pool
+    tag = f"{cfg.seed}/{cfg.data.benchmark}/{fold}/{shots}"
+    out = {"base_val": baseval.FixedEpisodes(val_pool, shots, cfg.fit.val_episodes, f"{tag}/base-val")}
+    if not len(out["base_val"]):  # no base-val (val_fraction 0, or too few held-out images): nothing is scored
+        return {}
+    if cfg.fit.train_eval_episodes:
+        out["base_train"] = baseval.FixedEpisodes(sampler.pool, shots, cfg.fit.train_eval_episodes, f"{tag}/base-train")
+    return out
 
 
 def train_dataset(cfg: FewShotConfig, source: Any, sampler: TrainEpisodeSampler, indices: list[int], cache_root: str | None) -> Any:
@@ -144,6 +166,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = build(plugin, cfg).to(device)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     step = 0
+    monitor = baseval.Monitor(cfg.fit.patience)
+    scored = {name: (eps, train_dataset(cfg, source, eps, list(range(len(eps))), config.get("cache_root"))) for name, eps in score_sets(cfg, sampler, fold, shots).items()}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as latest:
@@ -153,12 +177,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             step = int(state["step"])
+            monitor = baseval.Monitor.from_state(state.get("monitor"), cfg.fit.patience)
             rng = Path(folder) / f"rng-rank{rank}.pt"
             if rng.is_file():
                 set_rng_state(load_tensors(rng))
     else:
         torch.manual_seed(seeds.worker(cfg.seed, rank))  # per-worker randomness (dropout)
     resumed_from = step
+    # a run that base-val already stopped trains nothing more when it is resumed
+    end = steps if monitor.stopped else min(steps, cfg.fit.stop_at_step) if cfg.fit.stop_at_step is not None else steps
 
     net = model
     if world > 1:
@@ -166,29 +193,43 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         net = DistributedDataParallel(model, find_unused_parameters=True)
     per_worker = cfg.fit.batch_size // world
-    end = min(steps, cfg.fit.stop_at_step) if cfg.fit.stop_at_step is not None else steps
-    dataset = train_dataset(cfg, source, sampler, worker_indices(step, end, cfg.fit.batch_size, rank, per_worker), config.get("cache_root"))
+    dataset = train_dataset(cfg, source, sampler, worker_indices(step, end, cfg.fit.batch_size, rank, per_worker) if not monitor.stopped else [], config.get("cache_root"))
     if actor is not None and rank == 0:
         actor.push.remote({"event": "start", "step": step, "total_steps": steps, "resumed_from_step": resumed_from})
-    losses: list[float] = []
+    losses: list[float] = []  # since the last checkpoint
+    interval: list[float] = []  # since the last base-val evaluation
 
-    def on_step(s: int, metrics: dict[str, float]) -> None:
+    def on_step(s: int, metrics: dict[str, float]) -> bool:
         losses.append(metrics["loss"])
+        interval.append(metrics["loss"])
         m = {"step": s, "total_steps": steps, "fold": fold, "shots": shots, "resumed_from_step": resumed_from, **metrics}
         if actor is not None and rank == 0:
             actor.push.remote(m)
-        if s % cfg.fit.checkpoint_every == 0 or s == end:
+        stop = False
+        if scored and (s % cfg.fit.eval_every == 0 or s == steps):  # steps, not end: a run stopped and resumed scores where a whole one does
+            # every rank scores the same fixed episodes with the same weights, so all stop together
+            row = {f"{name}_miou": baseval.score(model, data, eps, lambda mod, b: forward_batch(mod, b, device))["miou"] for name, (eps, data) in scored.items()}
+            row["loss_mean"] = sum(interval) / len(interval)
+            interval.clear()
+            stop = monitor.update(s, row, lambda: trainable_state(model))
+            if actor is not None and rank == 0:
+                actor.push.remote({"event": "eval", "step": s, "total_steps": steps, **row, "best_step": monitor.best_step, "stopped": stop})
+        if s % cfg.fit.checkpoint_every == 0 or s == end or stop:
             with tempfile.TemporaryDirectory(prefix="glocon-fewshot-ckpt-") as tmp:
                 if rank == 0:
                     save_tensors(
                         Path(tmp) / "state.pt",
-                        {"format": STATE_FORMAT, "model": trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": s, "fold": fold, "shots": shots},
-                    )
-                    atomic_write_json(Path(tmp) / "metrics.json", dict(m, loss_mean=sum(losses) / len(losses)))
+                        {
+                            "format": STATE_FORMAT, "model": trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "step": s, "fold": fold, "shots": shots, "monitor": monitor.state_dict(),
+                        },
+                    )  # fmt: skip
+                    atomic_write_json(Path(tmp) / "metrics.json", dict(m, loss_mean=sum(losses) / len(losses), stopped=monitor.stopped, best_step=monitor.best_step))
                 save_tensors(Path(tmp) / f"rng-rank{rank}.pt", rng_state())
                 ray.train.report(dict(m, loss_mean=sum(losses) / len(losses)), checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"checkpoint-step{s:08d}")
             losses.clear()
             maybe_die(cfg.fit.fault, s, rank)
+        return stop
 
     train_steps(net, unwrap(net).loss, optimizer, scheduler, dataset, batch_size=per_worker, start_step=step, device=device, loader_workers=cfg.fit.loader_workers, on_step=on_step)
     if actor is not None and rank == 0:
@@ -220,12 +261,14 @@ def prepare_cache(plugin: Any, cfg: FewShotConfig, fold: int, source: Any, log: 
     sampler = train_sampler(cfg, src, fold, min(cfg.fit.shots))  # the fewest shots: the largest pool, a superset of the others
     spec = fcache.ViewSpec(cfg.image_size, tuple(cfg.fit.scale), cfg.fit.cache.views, cfg.seed)
     key = fcache.digest({
-        "shards": _source_digest(cfg, source), "plugin": plugin.name, "model": cfg.model, "prior": sha256_file(cfg.prior) if cfg.prior else None,
-        "spec": spec.__dict__, "pool": sampler.pool, "format": fcache.FORMAT,
+        "shards": _source_digest(cfg, source), "plugin": plugin.name, "prior": sha256_file(cfg.prior) if cfg.prior else None,
+        # what the frozen encoders depend on, when the model can say (rows differing only in the head share a cache)
+        "model": model.encoder_key() if hasattr(model, "encoder_key") else cfg.model,
+        "spec": spec.__dict__, "pool": sampler.full_pool, "format": fcache.FORMAT,
     })  # fmt: skip
     root = Path(cfg.fit.cache.dir or Path(cfg.fit.storage_path) / "cache") / f"fold{fold}-{key}"
     t0 = time.perf_counter()
-    fcache.build_cache(root, model, src, sampler.pool, spec, log)
+    fcache.build_cache(root, model, src, sampler.full_pool, spec, log)  # base-val's held-out images too
     log(f"fit cache ready in {time.perf_counter() - t0:.1f} s: {root}")
     return str(root)
 
@@ -296,6 +339,9 @@ def _fit_one(plugin: Any, cfg: FewShotConfig, fold: int, shots: int, source: Any
             dash.update(completed=m["step"], total=m["total_steps"])
             if m.get("resumed_from_step"):
                 dash.log(f"resumed from step {m['resumed_from_step']}")
+        elif m.get("event") == "eval":
+            scores = "  ".join(f"{k[: -len('_miou')].replace('_', '-')} mIoU {100 * v:.1f}" for k, v in m.items() if k.endswith("_miou"))
+            dash.log(f"step {m['step']}: {scores}  (best step {m['best_step']}){'  stopping: no gain in fit.patience evaluations' if m.get('stopped') else ''}")
         elif "loss" in m:
             dash.update(completed=m["step"], total=m["total_steps"], loss=m["loss"], lr=m["lr"])
 
@@ -313,11 +359,24 @@ def _fit_one(plugin: Any, cfg: FewShotConfig, fold: int, shots: int, source: Any
     step, steps = int(state["step"]), int(metrics["total_steps"])
     losses = [m["loss"] for m in history if "loss" in m]
     atomic_write_json(folder_of_run / "history.json", history)
-    done = step >= steps
+    monitor = baseval.Monitor.from_state(state.get("monitor"), cfg.fit.patience)
+    done = step >= steps or monitor.stopped
     out = model_path(cfg, fold, shots)
+    # the weights base-val scored best (the last ones when there is no base-val)
+    kept = monitor.best_state if monitor.best_state is not None else state["model"]
+    fit_info = {
+        "best_step": monitor.best_step if monitor.best_state is not None else step, "best_base_val_miou": monitor.best_score if monitor.curve else None,
+        "stopped_early": monitor.stopped, "curve": monitor.curve,
+    }  # fmt: skip
+    if not monitor.curve and cfg.fit.val_fraction > 0:
+        dash.log(f"no base-val: fewer than {shots + 1} held-out images of any base class (fit.val_fraction={cfg.fit.val_fraction}); kept the last step")
+    if monitor.curve:
+        atomic_write_json(folder_of_run / "curve.json", fit_info)
+        plot_fit_curves(monitor.curve, folder_of_run / "curves.png", f"{plugin.name} fit, fold {fold}, {shots}-shot", fit_info["best_step"])
     if done:
-        save_model_file(out, plugin, cfg, fold, shots, state["model"], {"step": step, "metrics": metrics, "cache": cache_root})
+        save_model_file(out, plugin, cfg, fold, shots, kept, {"step": step, "metrics": metrics, "cache": cache_root, **{k: v for k, v in fit_info.items() if k != "curve"}})
     return {
+        **fit_info,
         "model": str(out) if done else None,
         "step": step,
         "total_steps": steps,

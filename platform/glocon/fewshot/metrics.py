@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from glocon.ops import IGNORE_INDEX
+from glocon.ops import IGNORE_INDEX, resize
 
 RECALL_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # Table VII
 
@@ -118,7 +117,7 @@ def _map_to(region_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         m = m[:, None]
     m = m.float()
     if tuple(m.shape[-2:]) != tuple(size):
-        m = F.interpolate(m, size=size, mode="bilinear", align_corners=True)
+        m = resize(m, size)
     return m[:, 0]
 
 

@@ -89,12 +89,42 @@ def results_markdown(results: Mapping[str, Any]) -> str:
 
 
 # -- Fig. 5 ------------------------------------------------------------------------------------
+def _fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``mask`` resized (nearest) to ``shape`` when it is not already that size."""
+    mask = np.asarray(mask)
+    if mask.shape[:2] == tuple(shape):
+        return mask
+    rows = (np.arange(shape[0]) * mask.shape[0] // max(1, shape[0])).clip(0, mask.shape[0] - 1)
+    cols = (np.arange(shape[1]) * mask.shape[1] // max(1, shape[1])).clip(0, mask.shape[1] - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """Boolean (H, W): the pixels of ``mask`` within ``width`` pixels of its edge (4-neighbour erosion)."""
+    inner = np.asarray(mask, dtype=bool)
+    for _ in range(max(1, width)):
+        padded = np.pad(inner, 1, constant_values=False)
+        inner = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return np.asarray(mask, dtype=bool) & ~inner
+
+
 def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 0, 0), alpha: float = 0.5) -> np.ndarray:
-    """(H, W, 3) uint8 with ``mask == 1`` tinted; 255 pixels left as they are."""
-    out = image.astype(np.float32).copy()
-    m = mask == 1
-    out[m] = (1 - alpha) * out[m] + alpha * np.asarray(color, dtype=np.float32)
+    """(H, W, 3) uint8: ``mask == 1`` tinted with ``color`` and outlined in it (the convention of
+    every mask column of Fig. 5); 0 and 255 (ignore) pixels left as they are."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    out = image[..., :3].astype(np.float32).copy()
+    m = _fit_mask(mask, out.shape[:2]) == 1
+    c = np.asarray(color, dtype=np.float32)
+    out[m] = (1 - alpha) * out[m] + alpha * c
+    out[outline(m, width=max(1, min(out.shape[:2]) // 100))] = c
     return out.clip(0, 255).astype(np.uint8)
+
+
+def figure_caption(cls: int, iou: float) -> str:
+    """A Fig. 5 row label on two lines: the class, then the episode's foreground IoU (``iou`` in [0, 1]) in %."""
+    return f"class {cls}\nIoU {100 * iou:.1f}"
 
 
 def figure_png(rows: Sequence[Mapping[str, Any]], title: str = "") -> bytes:
@@ -115,7 +145,7 @@ def figure_png(rows: Sequence[Mapping[str, Any]], title: str = "") -> bytes:
         q = row["query_image"]
         maps = row.get("maps") or {}
         panels = [
-            overlay(row["support_image"], row["support_label"]),
+            overlay(row["support_image"], row["support_label"], (255, 0, 0)),
             q,
             *(maps.get(name) for name in map_names),
             overlay(q, row["prediction"], (0, 200, 255)),
@@ -133,7 +163,9 @@ def figure_png(rows: Sequence[Mapping[str, Any]], title: str = "") -> bytes:
                 ax.imshow(panel)
             if i == 0:
                 ax.set_title(columns[j], fontsize=8)
-        axes[i][0].set_ylabel(row.get("caption", ""), fontsize=7)
+        # a caption is one or more lines; an older results file may hold a literal backslash-n
+        caption = str(row.get("caption", "")).replace("\\n", "\n")
+        axes[i][0].set_ylabel(caption, fontsize=7, multialignment="center", linespacing=1.3)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -141,5 +173,3 @@ def figure_png(rows: Sequence[Mapping[str, Any]], title: str = "") -> bytes:
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     return buf.getvalue()
-
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from glocon.config import load_config
 from glocon.fewshot.config import FewShotConfig
@@ -20,7 +20,8 @@ from glocon.fewshot.config import FewShotConfig
 class Variant(NamedTuple):
     plugin: str
     overrides: tuple[str, ...] = ()
-    prior: str | None = "pretrained"  # which prior the row reads: "pretrained", "untrained" or None
+    prior: str | None = "pretrained"  # which prior the row reads: "pretrained", "untrained", "imagenet" or None
+    tune: bool = False  # settings chosen on base-val first (glocon.fewshot.choose)
 
 
 def variants(plugins: list[str] | tuple[str, ...]) -> dict[str, Variant]:
@@ -30,22 +31,31 @@ def variants(plugins: list[str] | tuple[str, ...]) -> dict[str, Variant]:
     rows: dict[str, Variant] = {}
     for name in plugins:
         declared = load_plugin(name).variants or {name: ((), "pretrained")}
-        for row, (overrides, prior) in declared.items():
-            rows[row] = Variant(name, tuple(overrides), prior)
+        for row, (overrides, prior, *tune) in declared.items():
+            rows[row] = Variant(name, tuple(overrides), prior, bool(tune and tune[0]))
     return rows
 
 
 def comparisons(rows: dict[str, Variant]) -> list[tuple[str, str]]:
     """The paired differences a table reports: the first row against each of its plugin's controls,
-    then against every other plugin's first row (QGNet vs no prior map, vs untrained prior, vs proto)."""
+    then against every row of the other plugins (QGNet vs no prior map, vs untrained prior, vs
+    proto as declared and as tuned on base-val)."""
     if not rows:
         return []
     first, head = next(iter(rows)), next(iter(rows.values())).plugin
     own = [(first, r) for r, v in rows.items() if r != first and v.plugin == head]
-    firsts: dict[str, str] = {}
-    for r, v in rows.items():
-        firsts.setdefault(v.plugin, r)
-    return own + [(first, r) for p, r in firsts.items() if p != head]
+    return own + [(first, r) for r, v in rows.items() if v.plugin != head]
+
+
+def resolve_row(plugin: Any, cfg: FewShotConfig, variant: Variant, source: Any = None) -> tuple[FewShotConfig, dict[str, Any] | None]:
+    """A row's final config: a tuned row first chooses its settings on base-val (never novel
+    classes); returns the config and that choice (None for other rows)."""
+    if not variant.tune:
+        return cfg, None
+    from glocon.fewshot.choose import choose_on_base_val, with_overrides
+
+    choice = choose_on_base_val(plugin, cfg, source)
+    return with_overrides(cfg, choice["chosen"]), choice
 
 
 def variant_config(

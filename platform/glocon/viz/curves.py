@@ -51,3 +51,35 @@ def plot_loss_curves(rows: list[dict], out: str | os.PathLike, title: str = "pre
     fig.savefig(buf, format="png")
     plt.close(fig)
     return atomic_write_bytes(out, buf.getvalue())
+
+
+def plot_fit_curves(curve: list[dict], out: str | os.PathLike, title: str, best_step: int | None = None) -> Path:
+    """A few-shot fit's learning curve: the training loss (left axis) and base-train / base-val
+    mIoU (right axis) against steps, the kept (best base-val) step marked; a PNG, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=100)
+    steps = [r["step"] for r in curve]
+    if any("loss_mean" in r for r in curve):
+        ax.plot(steps, [r.get("loss_mean") for r in curve], color="0.4", label="loss (mean since last eval)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    for key, label, colour in (("base_train_miou", "base-train mIoU", "tab:orange"), ("base_val_miou", "base-val mIoU (held out)", "tab:blue")):
+        pts = [(r["step"], 100 * r[key]) for r in curve if r.get(key) is not None]
+        if pts:
+            ax2.plot(*zip(*pts), marker="o", ms=3, color=colour, label=label)
+    ax2.set_ylabel("mIoU (%)")
+    if best_step is not None:
+        ax2.axvline(best_step, color="tab:green", ls="--", lw=1, label=f"kept: step {best_step}")
+    handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
+    ax2.legend(handles, [h.get_label() for h in handles], loc="center right", fontsize=8)
+    ax.set_title(title)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(out, buf.getvalue())

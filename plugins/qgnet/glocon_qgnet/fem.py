@@ -5,7 +5,7 @@ only widens ``init_merge`` by one channel for its extra map):
 
 - for each bin b (60, 30, 15, 8 at PFENet's 473 px input, i.e. a 60x60 feature map): adaptive
   average pooling of the query features to b x b, the category guider expanded to b x b and the
-  region maps resized to b x b (bilinear, align_corners=True), concatenated and merged by a 1x1
+  region maps resized to b x b (bilinear; ``glocon.ops.resize`` aligns pixel centres), concatenated and merged by a 1x1
   conv (``init_merge``);
 - inter-scale merge, top-down from the finest bin: the previous bin's output is resized to this
   bin, concatenated, and added back through a 1x1 conv (``alpha_conv``), then two 3x3 convs with
@@ -24,6 +24,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from glocon.ops import resize
 
 PFENET_BINS = (60, 30, 15, 8)
 PFENET_FEATURE_SIZE = 60  # (473 - 1) / 8 + 1: PFENet's bins are absolute at this feature size
@@ -58,9 +60,9 @@ def _conv_relu(cin: int, cout: int, k: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, kernel_size=k, padding=k // 2, bias=False), nn.ReLU(inplace=True)]
 
 
-def _classifier(dim: int, classes: int) -> nn.Sequential:
+def _classifier(dim: int, classes: int, dropout: float = 0.1) -> nn.Sequential:
     # PFENet's cls / inner_cls: 3x3 conv, ReLU, Dropout2d(0.1), 1x1 conv to the classes
-    return nn.Sequential(*_conv_relu(dim, dim, 3), nn.Dropout2d(p=0.1), nn.Conv2d(dim, classes, kernel_size=1))
+    return nn.Sequential(*_conv_relu(dim, dim, 3), nn.Dropout2d(p=dropout), nn.Conv2d(dim, classes, kernel_size=1))
 
 
 class FEM(nn.Module):
@@ -74,6 +76,7 @@ class FEM(nn.Module):
         bins: Sequence[float] = PFENET_BINS,
         bins_reference: int | None = PFENET_FEATURE_SIZE,
         classes: int = 2,
+        cls_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         if not bins:
@@ -88,10 +91,10 @@ class FEM(nn.Module):
         self.beta_conv = nn.ModuleList(
             nn.Sequential(*_conv_relu(reduce_dim, reduce_dim, 3), *_conv_relu(reduce_dim, reduce_dim, 3)) for _ in range(n)
         )
-        self.inner_cls = nn.ModuleList(_classifier(reduce_dim, classes) for _ in range(n))
+        self.inner_cls = nn.ModuleList(_classifier(reduce_dim, classes, cls_dropout) for _ in range(n))
         self.res1 = nn.Sequential(*_conv_relu(reduce_dim * n, reduce_dim, 1))
         self.res2 = nn.Sequential(*_conv_relu(reduce_dim, reduce_dim, 3), *_conv_relu(reduce_dim, reduce_dim, 3))
-        self.cls = _classifier(reduce_dim, classes)
+        self.cls = _classifier(reduce_dim, classes, cls_dropout)
 
     def forward(
         self, query_feat: torch.Tensor, guider: torch.Tensor, region_maps: torch.Tensor | None = None
@@ -107,14 +110,14 @@ class FEM(nn.Module):
         for idx, size in enumerate(resolve_bins(self.bins, (h, w), self.bins_reference)):
             parts = [F.adaptive_avg_pool2d(query_feat, size), guider.expand(-1, -1, *size)]
             if region_maps is not None:
-                parts.append(F.interpolate(region_maps, size=size, mode="bilinear", align_corners=True))
+                parts.append(resize(region_maps, size))
             merged = self.init_merge[idx](torch.cat(parts, dim=1))
             if idx >= 1:  # inter-scale merge: the coarser bin reads the previous (finer) one
-                prev = F.interpolate(pyramid[idx - 1], size=size, mode="bilinear", align_corners=True)
+                prev = resize(pyramid[idx - 1], size)
                 merged = self.alpha_conv[idx - 1](torch.cat([merged, prev], dim=1)) + merged
             merged = self.beta_conv[idx](merged) + merged
             aux.append(self.inner_cls[idx](merged))
-            pyramid.append(F.interpolate(merged, size=(h, w), mode="bilinear", align_corners=True))
+            pyramid.append(resize(merged, (h, w)))
         feat = self.res1(torch.cat(pyramid, dim=1))
         feat = self.res2(feat) + feat
         return self.cls(feat), aux

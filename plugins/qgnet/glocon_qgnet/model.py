@@ -21,14 +21,14 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from glocon.config import GloconModel
 from glocon.errors import ConfigError
 from glocon.models.backbones import Backbone, build_backbone, dilate_resnet_
 from glocon.models.prior import PriorExtractor, load_prior_extractor, with_output_stride
-from glocon.ops import IGNORE_INDEX
+from glocon.ops import IGNORE_INDEX, resize
 
 from glocon_qgnet.fem import FEM, PFENET_BINS, PFENET_FEATURE_SIZE
 from glocon.regionmaps import EPS, category_guider, guided_region_map, k_shot_average, prior_region_map
@@ -48,6 +48,22 @@ class QGNetConfig(GloconModel):
     bins_reference: int | None = PFENET_FEATURE_SIZE  # None: absolute bins, exactly as PFENet
     use_prior_map: bool = True  # ablation: False removes the prior branch and its FEM channel
     use_guided_map: bool = True  # ablation: False removes the guided map and its FEM channel
+    # The layer the guided map reads (PFENet: layer4, at stride 8 in its dilated ResNet). With an
+    # undilated F, layer4 is at stride 32 (a 4 x 4 grid at 128 px) and carries little for it;
+    # issue 23 measured it alone on novel episodes: layer4 15.0 mIoU, layer3 43.1.
+    guided_map_layer: Literal["layer3", "layer4"] = "layer4"
+    # "oracle" replaces the guided map by the query's ground truth at the map's grid: a diagnostic
+    # that the decoder reads its maps (bench/fewshot_table.py's oracle_map_gain), never a result.
+    guided_map_source: Literal["features", "oracle"] = "features"
+    # Dropout2d after the bridge / prior reductions (PFENet's down_query / down_supp, the release's
+    # down_learn_*: 0.5) and in the classifiers (PFENet's cls / inner_cls: 0.1). Set for 200 epochs
+    # at 60 x 60 maps; on 8 x 8 maps for ~1000 steps 0.5 stalls the fit (docs/protocol.md).
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    cls_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # The region maps (in [0, 1]) enter FEM's merge beside the bridge features and the guider; a
+    # backbone whose features are large (EfficientNet-Lite0's stages are signed, std 7-8) drowns
+    # them there. The maps are multiplied by this before the merge (PFENet / the release: 1).
+    map_scale: float = Field(1.0, gt=0.0)
     # prior export to load when build_model gets no prior. The "global-only / local-only prior"
     # ablation is an export pretrained with only L_global or only L_local, named here.
     prior_path: str | None = None
@@ -89,15 +105,13 @@ def build_feature_extractor(name: str, weights: str | None, dilated: bool) -> Ba
     return backbone
 
 
-def _down(cin: int, cout: int, k: int) -> nn.Sequential:
-    # PFENet down_query/down_supp (k=1) and the release's down_learn_* (k=3): conv, ReLU, Dropout2d(0.5)
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel_size=k, padding=k // 2, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(p=0.5))
+def _down(cin: int, cout: int, k: int, dropout: float) -> nn.Sequential:
+    # PFENet down_query/down_supp (k=1) and the release's down_learn_* (k=3): conv, ReLU, Dropout2d (PFENet: 0.5)
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel_size=k, padding=k // 2, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(p=dropout))
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    return resize(x, size)  # one rule for every resize (glocon.ops: why not align_corners)
 
 
 class QGNet(nn.Module):
@@ -118,8 +132,8 @@ class QGNet(nn.Module):
             self._copy_prior_backbone(prior)
         ch = self.backbone.channels
         fea_dim = ch["layer3"] + ch["layer2"]
-        self.down_query = _down(fea_dim, cfg.reduce_dim, 1)
-        self.down_supp = _down(fea_dim, cfg.reduce_dim, 1)
+        self.down_query = _down(fea_dim, cfg.reduce_dim, 1, cfg.dropout)
+        self.down_supp = _down(fea_dim, cfg.reduce_dim, 1, cfg.dropout)
         self.prior: PriorExtractor | None = None
         if cfg.use_prior_map:
             if prior is None:
@@ -130,10 +144,10 @@ class QGNet(nn.Module):
             for p in prior.parameters():
                 p.requires_grad_(False)
             query_dim = ch["layer4"] if cfg.prior_map_query == "layer4" else fea_dim
-            self.down_bridge_prior = _down(query_dim, cfg.prior_conv_dim, 3)  # release: down_learn_super
-            self.down_prior = _down(self._prior_channels(prior), cfg.prior_conv_dim, 3)  # release: down_learn_unsuper
+            self.down_bridge_prior = _down(query_dim, cfg.prior_conv_dim, 3, cfg.dropout)  # release: down_learn_super
+            self.down_prior = _down(self._prior_channels(prior), cfg.prior_conv_dim, 3, cfg.dropout)  # release: down_learn_unsuper
         n_maps = int(cfg.use_prior_map) + int(cfg.use_guided_map)
-        self.fem = FEM(cfg.reduce_dim, n_maps, cfg.bins, cfg.bins_reference, classes=2)
+        self.fem = FEM(cfg.reduce_dim, n_maps, cfg.bins, cfg.bins_reference, classes=2, cls_dropout=cfg.cls_dropout)
         mean, std = self.backbone.input_stats()  # F's own input statistics (ImageNet; Lite's for EfficientNet-Lite)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
@@ -205,7 +219,7 @@ class QGNet(nn.Module):
         """Frozen features of query images (N, 3, H, W): F's layer2 (at layer3's size), layer3,
         layer4 when a map needs it, and the prior's P_q (Eq. 8) when the prior map is on."""
         cfg = self.cfg
-        need_q4 = cfg.use_guided_map or (cfg.use_prior_map and cfg.prior_map_query == "layer4")
+        need_q4 = self._guided_reads_layer4 or (cfg.use_prior_map and cfg.prior_map_query == "layer4")
         out = self._extract(query, need_q4)
         if cfg.use_prior_map:
             out["prior"] = self.prior_features(query)
@@ -215,7 +229,25 @@ class QGNet(nn.Module):
     def encode_support(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Frozen features of support images (N, 3, H, W) with their masks (N, H, W) in {0, 1}:
         layer2, layer3, the mask at their size, and layer4 of layer3 x mask (PFENet's support path)."""
-        return self._extract(images, self.cfg.use_guided_map, mask=(masks == 1).to(images.dtype).unsqueeze(1))
+        return self._extract(images, self._guided_reads_layer4, mask=(masks == 1).to(images.dtype).unsqueeze(1))
+
+    def encoder_key(self) -> dict[str, Any]:
+        """What ``encode_query`` / ``encode_support`` depend on (the fit cache's key): F's config,
+        which layers are read and whether the prior is; the head's keys (dropout, map_scale,
+        reduce_dim, ...) are left out, so rows that differ only in the head share one cache."""
+        cfg = self.cfg
+        keys = ("backbone", "backbone_weights", "dilated", "use_prior_map", "prior_source", "prior_map_query", "prior_output_stride", "backbone_bn")
+        return {**{k: getattr(cfg, k) for k in keys}, "layer4": self._guided_reads_layer4}
+
+    @property
+    def _guided_reads_layer4(self) -> bool:
+        cfg = self.cfg
+        return cfg.use_guided_map and cfg.guided_map_source == "features" and cfg.guided_map_layer == "layer4"
+
+    @property
+    def wants_query_label(self) -> bool:
+        """True for the oracle diagnostic only: forward then needs ``query_label``."""
+        return self.cfg.use_guided_map and self.cfg.guided_map_source == "oracle"
 
     def forward(
         self,
@@ -224,9 +256,11 @@ class QGNet(nn.Module):
         support_masks: torch.Tensor | None = None,
         *,
         encoded: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], tuple[int, int]] | None = None,
+        query_label: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """From images, or from ``encoded = (query features (B, ...), support features (B, K, ...),
-        output size)`` as the fit cache stores them: the same head either way."""
+        output size)`` as the fit cache stores them: the same head either way. ``query_label``
+        (B, H, W) in {0, 1, 255} is read by the oracle diagnostic only (``guided_map_source``)."""
         if encoded is None:
             assert query is not None and support_images is not None and support_masks is not None
             b, k = support_images.shape[:2]
@@ -234,6 +268,10 @@ class QGNet(nn.Module):
                 raise ValueError(f"support_masks {tuple(support_masks.shape)} does not fit support_images {tuple(support_images.shape)}")
             s = self.encode_support(support_images.flatten(0, 1), support_masks.flatten(0, 1))
             encoded = (self.encode_query(query), {n: t.view(b, k, *t.shape[1:]) for n, t in s.items()}, tuple(query.shape[-2:]))
+        if self.wants_query_label:
+            if query_label is None:
+                raise ValueError("QGNet: guided_map_source='oracle' needs query_label")
+            encoded = ({**encoded[0], "label": query_label}, encoded[1], encoded[2])
         return self.head(*encoded)
 
     def head(self, q: dict[str, torch.Tensor], s: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
@@ -258,14 +296,19 @@ class QGNet(nn.Module):
             maps.append(prior_map)
         if cfg.use_guided_map:
             with torch.no_grad():  # training-free, like PFENet's prior mask
-                s4 = s["layer4"].view(b, k, *s["layer4"].shape[1:])
-                s_mask = s["mask"].view(b, k, *s["mask"].shape[1:])
-                # one shot at a time, as PFENet: the (B, hw, h'w') cosine stays one shot's size
-                guided = k_shot_average([guided_region_map(q["layer4"], s4[:, i], s_mask[:, i], cfg.eps) for i in range(k)])
+                if cfg.guided_map_source == "oracle":
+                    guided = oracle_map(q["label"], fsize)
+                else:
+                    layer = cfg.guided_map_layer
+                    sl = s[layer].view(b, k, *s[layer].shape[1:])
+                    s_mask = s["mask"].view(b, k, *s["mask"].shape[1:])
+                    # one shot at a time, as PFENet: the (B, hw, h'w') cosine stays one shot's size
+                    guided = k_shot_average([guided_region_map(q[layer], sl[:, i], s_mask[:, i], cfg.eps) for i in range(k)])
             out["guided_region_map"] = _resize(guided, fsize)
             maps.append(out["guided_region_map"])
 
-        logits, aux = self.fem(bridge, guider, torch.cat(maps, dim=1) if maps else None)
+        merged_maps = torch.cat(maps, dim=1) * cfg.map_scale if maps else None
+        logits, aux = self.fem(bridge, guider, merged_maps)
         out["logits"] = _resize(logits, tuple(size))
         out["aux_logits"] = aux
         return out
@@ -273,6 +316,13 @@ class QGNet(nn.Module):
     def loss(self, out: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """PFENet's loss: CE(main) + aux_weight * mean over bins of CE(aux), 255 ignored, at the target's size."""
         return segmentation_loss(out, target, self.cfg.aux_weight)
+
+
+def oracle_map(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The query's ground truth (B, H, W) in {0, 1, 255} as a map at ``size``: the object's share of
+    each cell (area pooling; ignored pixels count as background) -> (B, 1, *size) in [0, 1]."""
+    fg = (label == 1).to(torch.float32).unsqueeze(1)
+    return F.adaptive_avg_pool2d(fg, size)
 
 
 def segmentation_loss(out: dict[str, Any], target: torch.Tensor, aux_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:

@@ -24,6 +24,8 @@ class QGNetPlugin(Plugin):
         "qgnet": ((), "pretrained"),
         "qgnet-no-prior": (("model.use_prior_map=false",), "pretrained"),
         "qgnet-untrained-prior": ((), "untrained"),
+        # the same layers reading F's own ImageNet features as the prior: does pretraining beat reuse?
+        "qgnet-imagenet-prior": ((), "imagenet"),
     }
 
     def build_model(self, cfg: QGNetConfig, prior: "PriorExtractor | None" = None) -> "QGNet":
