@@ -89,3 +89,22 @@ def test_an_upsampled_cell_covers_exactly_its_own_pixels_at_sizes_that_are_not_1
     expect = torch.zeros(size, size, dtype=torch.bool)
     expect[:, :cell] = True
     assert torch.equal(up, expect)
+
+
+def test_paper_scale_configs_keep_pfenets_values_and_cpu_configs_state_their_departures():
+    from pathlib import Path
+
+    from glocon.config import load_config
+    from glocon.fewshot.config import FewShotConfig
+
+    configs = Path(__file__).resolve().parents[3] / "configs"
+    for name in ("fewshot-pascal-r50.yaml", "fewshot-coco-r50.yaml"):
+        cfg = load_config(FewShotConfig, configs / name)
+        model = QGNetConfig.model_validate(cfg.model)
+        assert (model.dropout, model.cls_dropout, model.guided_map_layer, model.map_scale, model.reduce_dim) == (0.5, 0.1, "layer4", 1.0, 256), name
+        assert cfg.fit.val_fraction == 0.0 and cfg.fit.patience is None and cfg.fit.lr in (0.0025, 0.005), name  # PFENet: 0.0025 PASCAL, 0.005 COCO
+    for name in ("fewshot-demo.yaml", "fewshot-coco128.yaml"):
+        cfg = load_config(FewShotConfig, configs / name)
+        model = QGNetConfig.model_validate(cfg.model)
+        assert model.dropout == 0.0 and model.guided_map_layer == "layer3" and model.map_scale > 1 and model.reduce_dim == 128, name
+        assert cfg.fit.val_fraction > 0 and cfg.fit.patience and cfg.fit.steps >= 1200, name
