@@ -121,11 +121,22 @@ def _format_errors(model: type[BaseModel], exc: ValidationError, source: str) ->
 def load_config(model: type[M], path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> M:
     """Read ``path`` (optional), apply dotted overrides, validate against ``model``."""
     data: dict[str, Any] = _read_yaml(path) if path is not None else {}
+    _apply(data, overrides)
+    source = str(path) if path is not None else "<defaults>"
+    return validate_config(model, data, source)
+
+
+def apply_overrides(cfg: M, overrides: Iterable[str], source: str = "overrides") -> M:
+    """A copy of ``cfg`` with dotted ``key=value`` overrides applied, validated again."""
+    data = cfg.model_dump(mode="json")
+    _apply(data, overrides)
+    return validate_config(type(cfg), data, source)
+
+
+def _apply(data: dict[str, Any], overrides: Iterable[str]) -> None:
     for text in overrides:
         parts, value = parse_override(text)
         _set_path(data, parts, value)
-    source = str(path) if path is not None else "<defaults>"
-    return validate_config(model, data, source)
 
 
 def validate_config(model: type[M], data: dict[str, Any], source: str = "<dict>") -> M:

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from glocon.config import _set_path, parse_override, validate_config
+from glocon.config import apply_overrides
 from glocon.fewshot.config import FewShotConfig
 from glocon.fewshot.objective import objective
 
 
 def with_overrides(cfg: FewShotConfig, overrides: Sequence[str]) -> FewShotConfig:
     """``cfg`` with dotted ``key=value`` overrides applied and validated again."""
-    data = cfg.model_dump(mode="json")
-    for text in overrides:
-        parts, value = parse_override(text)
-        _set_path(data, parts, value)
-    return validate_config(FewShotConfig, data, "base-val choice")
+    return apply_overrides(cfg, overrides, "base-val choice")
 
 
 def choose_on_base_val(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:

@@ -185,7 +185,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.manual_seed(seeds.worker(cfg.seed, rank))  # per-worker randomness (dropout)
     resumed_from = step
     # a run that base-val already stopped trains nothing more when it is resumed
-    end = steps if monitor.stopped else min(steps, cfg.fit.stop_at_step) if cfg.fit.stop_at_step is not None else steps
+    end = step if monitor.stopped else min(steps, cfg.fit.stop_at_step) if cfg.fit.stop_at_step is not None else steps
 
     net = model
     if world > 1:
@@ -193,7 +193,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         net = DistributedDataParallel(model, find_unused_parameters=True)
     per_worker = cfg.fit.batch_size // world
-    dataset = train_dataset(cfg, source, sampler, worker_indices(step, end, cfg.fit.batch_size, rank, per_worker) if not monitor.stopped else [], config.get("cache_root"))
+    dataset = train_dataset(cfg, source, sampler, worker_indices(step, end, cfg.fit.batch_size, rank, per_worker), config.get("cache_root"))
     if actor is not None and rank == 0:
         actor.push.remote({"event": "start", "step": step, "total_steps": steps, "resumed_from_step": resumed_from})
     losses: list[float] = []  # since the last checkpoint
