@@ -72,3 +72,74 @@ def test_split_cli_separates_config_and_overrides():
 
 def test_all_keys_expands_nested_models():
     assert {"name", "train", "train.epochs", "train.tau", "tags"} == set(all_keys(Outer))
+
+
+# ---------------------------------------------------------------------------------------------
+# the one bounded YAML loader (issue 22, item 5)
+# ---------------------------------------------------------------------------------------------
+def billion_laughs(levels: int = 9) -> str:
+    """Nine aliases of nine aliases of ...: a few hundred bytes that expand to 9**levels strings."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_billion_laughs_config_is_a_one_line_error_naming_the_file_within_a_second(tmp_path: Path):
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(billion_laughs())
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        load_config(Outer, path)
+    assert time.perf_counter() - t0 < 1
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"config file {path}: refused to load this YAML: its aliases expand to more than")
+
+
+@pytest.mark.parametrize("text, why", [
+    ("a: &a [1, *a]\n", "alias \\*a refers to a node that contains it"),
+    ("a: " + "[" * 100 + "]" * 100 + "\n", "nested deeper than 64 levels"),
+])
+def test_recursive_aliases_and_deep_nesting_are_refused_naming_the_file(tmp_path: Path, text, why):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^config file {path}: refused to load this YAML: {why}"):
+        load_config(Outer, path)
+
+
+def test_a_yaml_file_beyond_the_size_bound_is_refused_before_it_is_read(tmp_path: Path, monkeypatch):
+    import glocon.config as config
+
+    monkeypatch.setattr(config, "YAML_MAX_BYTES", 64)
+    path = tmp_path / "big.yaml"
+    path.write_text("name: " + "x" * 100 + "\n")
+    with pytest.raises(ConfigError, match=rf"^config file {path}: refused to load this YAML: 107 bytes, expected at most 64$"):
+        load_config(Outer, path)
+
+
+def test_ordinary_anchors_and_merge_keys_still_load(tmp_path: Path):
+    from glocon.config import read_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &base {epochs: 4, tau: 0.1}\ntrain:\n  <<: *base\n  epochs: 6\ntags: [&t x, *t]\n")
+    assert read_yaml(path, "config file") == {"base": {"epochs": 4, "tau": 0.1}, "train": {"epochs": 6, "tau": 0.1}, "tags": ["x", "x"]}
+
+
+def test_an_override_whose_value_is_a_bomb_is_refused_naming_the_key():
+    bomb = "[" + ", ".join(["&a [x, x, x, x, x, x, x, x, x, x]"] + ["*a"] * 9) + "]"
+    assert len(parse_override(f"tags={bomb}")[1]) == 10  # ten lists of ten: within bounds
+    deep = "[" * 80 + "]" * 80
+    with pytest.raises(ConfigError, match=r"^override tags: refused to load its value as YAML: nested deeper than 64 levels"):
+        parse_override(f"tags={deep}")
+
+
+def test_every_yaml_glocon_reads_goes_through_the_bounded_loader():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    direct = re.compile(r"\byaml\.(?:safe_load|load|full_load|unsafe_load|load_all|safe_load_all)\(")
+    offenders = [f"{p.relative_to(root)}:{n}" for base in ("platform", "plugins", "jobs", "bench") for p in sorted((root / base).rglob("*.py"))
+                 if p.name != "config.py" or p.parent.name != "glocon"
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if direct.search(line)]
+    assert not offenders, f"YAML read around glocon.config.load_yaml / read_yaml: {offenders}"

@@ -705,3 +705,214 @@ def test_a_local_ray_started_by_glocon_runs_with_token_authentication(ray_sessio
     from ray._raylet import AuthenticationMode, get_authentication_mode
 
     assert get_authentication_mode() == AuthenticationMode.TOKEN
+
+
+# ---------------------------------------------------------------------------------------------
+# round 2 (issue 22): bounded YAML, sizes after the resize, no folder replaced without a word,
+# a checked class index, errors that name the culprit
+# ---------------------------------------------------------------------------------------------
+def _billion_laughs() -> str:
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+def test_billion_laughs_in_the_semantic_class_names_is_a_one_line_error_naming_the_file_within_a_second(tmp_path):
+    import time
+
+    root = tmp_path / "camvid"
+    root.mkdir()
+    (root / "classes.yaml").write_text(_billion_laughs())
+    t0 = time.perf_counter()
+    with pytest.raises(DataError) as err:
+        open_layout(LayoutConfig(layout="semantic", root=str(root), class_names="classes.yaml"))
+    assert time.perf_counter() - t0 < 1
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"data.class_names {root / 'classes.yaml'}: refused to load this YAML: its aliases expand")
+
+
+def test_billion_laughs_as_a_bank_class_names_file_is_refused_naming_the_file(tmp_path):
+    from glocon.bank.store import load_class_names
+
+    path = tmp_path / "names.yaml"
+    path.write_text(_billion_laughs())
+    with pytest.raises(DataError, match=rf"^class_names {re.escape(str(path))}: refused to load this YAML: its aliases expand"):
+        load_class_names(str(path))
+
+
+def test_a_strip_that_becomes_thinner_than_min_side_after_the_resize_is_rejected_naming_the_file(tmp_path):
+    import functools
+
+    from glocon.data.record import Record
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (10, 20000), (90, 120, 30)).save(path)
+    record = Record(key="folder/strip", source=str(path), layout="folder", load_image=functools.partial(load_rgb, path))
+    spec = BuildSpec.from_config(ShardsConfig(longest_side=256, min_side=8))
+    assert rejected_reason_for(record, spec) == (
+        f"image {path} is 10x20000, 1x256 after resizing to longest_side=256, smaller than min_side=8"
+    )
+
+
+def rejected_reason_for(record, spec) -> str:
+    with pytest.raises(Rejected) as info:
+        make_sample(record, spec)
+    return str(info.value)
+
+
+def _tiny_photos(folder: Path, n: int = 3) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def _shards_cfg(root: Path, out: Path, **kw) -> ShardsConfig:
+    kw = {"samples_per_shard": 2, "longest_side": 32, **kw}
+    return ShardsConfig(data=LayoutConfig(layout="folder", root=str(root)), out_dir=str(out), superpixels={"slic": {"n_segments": 8}}, **kw)
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    from glocon.io import sha256_file
+
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_make_shards_into_a_folder_of_another_configuration_is_refused_naming_the_folder_and_what_differs(tmp_path, capsys):
+    from glocon.jobs.make_shards import main
+    from glocon.preflight import PreflightError
+    from inprocess_shards import make_shards_in_process
+
+    photos, out = _tiny_photos(tmp_path / "photos"), tmp_path / "shards"
+    first = make_shards_in_process(_shards_cfg(photos, out))
+    tars = {k: v for k, v in _tree(out).items() if k.endswith(".tar")}
+    # the same configuration again (how a run goes may change): reused as before
+    again = make_shards_in_process(_shards_cfg(photos, out, strict=True, parallelism=1))
+    assert again.shards == first.shards and {k: v for k, v in _tree(out).items() if k.endswith(".tar")} == tars
+    before = _tree(out)
+    with pytest.raises(PreflightError, match=rf"^out_dir={re.escape(str(out))} already holds shards of another configuration "
+                       rf"\({re.escape(str(out / 'manifest.json'))}\): longest_side: 32 -> 16; samples_per_shard: 2 -> 1\. "
+                       r"Choose another out_dir, or set overwrite=true to replace them$"):
+        make_shards_in_process(_shards_cfg(photos, out, longest_side=16, samples_per_shard=1))
+    assert _tree(out) == before
+    # the job: one line, exit 2, nothing written
+    other = _tiny_photos(tmp_path / "other", 1)  # another data set into the same folder
+    argv = [f"out_dir={out}", "data.layout=folder", f"data.root={other}", "longest_side=32", "samples_per_shard=2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"error: out_dir={out} already holds shards of another configuration") and "data.root" in err
+    assert _tree(out) == before
+
+
+def test_overwrite_replaces_another_configuration_only_once_the_new_set_is_complete(tmp_path):
+    import functools
+
+    from glocon.data.layouts import open_layout_classes
+    from glocon.data.record import Record
+    from glocon.data.shards import resolve_paths
+    from inprocess_shards import make_records_in_process, make_shards_in_process
+
+    photos, out = _tiny_photos(tmp_path / "photos"), tmp_path / "shards"
+    make_shards_in_process(_shards_cfg(photos, out))
+    before = _tree(out)
+    new = _shards_cfg(photos, out, longest_side=16, overwrite=True)
+    records, _ = open_layout_classes(resolve_paths(new).data)
+    broken = Record(key="folder/zz", source=str(tmp_path / "gone.png"), layout="folder",
+                    load_image=functools.partial(load_rgb, tmp_path / "gone.png"))
+    # a new set that fails (strict: a bad input) leaves the old one whole
+    with pytest.raises(DataError, match="strict=true: bad input"):
+        make_records_in_process([*records, broken], new.model_copy(update={"strict": True}))
+    assert _tree(out) == before
+    # and one that completes replaces it, leaving no staging folder behind
+    manifest = make_records_in_process(records, new)
+    assert manifest.root == out.resolve() and Manifest.load(out).config["longest_side"] == 16
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "shards"]
+    assert sorted(p.name for p in out.glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar"]
+    assert ShardIndex(out).get(manifest.keys()[0]).image.shape[:2] == (12, 16)
+
+
+def test_overwrite_refuses_a_folder_holding_files_make_shards_did_not_write(tmp_path):
+    from glocon.preflight import PreflightError
+    from inprocess_shards import make_shards_in_process
+
+    photos, out = _tiny_photos(tmp_path / "photos"), tmp_path / "shards"
+    make_shards_in_process(_shards_cfg(photos, out))
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(PreflightError, match=rf"^out_dir={re.escape(str(out))}: overwrite=true would replace this folder, but it holds files make_shards did not write \(notes\.txt\)"):
+        make_shards_in_process(_shards_cfg(photos, out, longest_side=16, overwrite=True))
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_out_dir_that_is_an_existing_file_is_one_error_naming_it(tmp_path, capsys):
+    from glocon.jobs.make_shards import main
+    from glocon.preflight import PreflightError, check_out_dir
+
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert main([f"out_dir={taken}", "data.layout=folder", f"data.root={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: out_dir={taken} is a file, expected a folder (or a path that does not exist yet)"
+    with pytest.raises(PreflightError, match=rf"^out={re.escape(str(taken / 'bank'))}: {re.escape(str(taken))} on its path is a file"):
+        check_out_dir(taken / "bank", "out")
+
+
+def test_manifest_whose_class_index_was_edited_is_refused_naming_the_manifest_and_the_class(tmp_path):
+    samples = [sample(i) for i in range(4)]
+    keys = [s.key for s in samples]
+    manifest = write_sample_shards(tmp_path / "shards", samples, 2, "shard", {1: keys[:2], 2: keys[2:]})
+    assert ShardIndex(manifest.root).class_index == {1: keys[:2], 2: keys[2:]}
+    path = manifest.root / "manifest.json"
+    data = json.loads(path.read_text())
+    data["classes"]["1"] = data["classes"]["2"]  # class 1's key list replaced by class 2's
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=rf"^shard manifest {re.escape(str(path))}: field 'classes\.1' lists other keys than make_shards wrote"):
+        ShardIndex(tmp_path / "shards")  # how few-shot episodes read the index
+
+
+@pytest.mark.parametrize("model, override, field", [
+    ("train", "data.image_size=-1", "data.image_size"), ("train", "probe.input_size=0", "probe.input_size"),
+    ("bank", "input_size=-1", "input_size"), ("bank", "query.image_size=0", "query.image_size"), ("bank", "batch_size=0", "batch_size"),
+    ("probe", "batch_size=-2", "batch_size"), ("shards", "data.embedded.size=0", "data.embedded.size"),
+    ("fewshot", "image_size=-1", "image_size"),
+])
+def test_a_non_positive_size_is_refused_when_the_config_is_read_naming_the_key(model, override, field):
+    from glocon.bank.config import BankConfig
+    from glocon.probe.config import ProbeConfig
+    from glocon.train.config import PretrainConfig
+
+    from glocon.fewshot.config import FewShotConfig
+
+    cls = {"train": PretrainConfig, "bank": BankConfig, "probe": ProbeConfig, "shards": ShardsConfig, "fewshot": FewShotConfig}[model]
+    with pytest.raises(ConfigError, match=rf"field '{re.escape(field)}': Input should be greater than 0"):
+        load_config(cls, None, [override])
+
+
+def test_bank_vectors_of_object_dtype_are_refused_naming_the_file(tmp_path):
+    import pyarrow as pa
+
+    from glocon.bank.store import VECTORS, Bank
+
+    np.save(tmp_path / VECTORS, np.full((2, 4), None, dtype=object), allow_pickle=True)
+    bank = Bank(root=tmp_path, manifest={"dim": 4, "count": 2}, table=pa.table({"key": ["a", "b"]}))
+    with pytest.raises(DataError, match=rf"^bank vectors {re.escape(str(tmp_path / VECTORS))}: not a \(2, 4\) float32 \.npy array"):
+        bank.vectors
+
+
+def test_a_pickle_calling_os_system_is_refused_without_advice_to_load_it_unsafely(tmp_path):
+    import os
+
+    from glocon.safeload import load_weights_only
+
+    marker = tmp_path / "pwned"
+
+    class System:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"step": 1, "note": System()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_weights_only(path)
+    msg = str(err.value)
+    assert str(path) in msg and "GLOBAL posix.system" in msg and "\n" not in msg
+    assert not re.search(r"weights_only\W+(set to\W+)?False", msg) and "trusted source" not in msg
+    assert not marker.exists()

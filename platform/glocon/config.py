@@ -3,6 +3,12 @@
 Errors name the key: an unknown key lists the nearest valid keys, a wrong type names the
 field, the expected type and the value given, and a missing file names its path. The
 resolved config is saved next to every output a job writes (``save_resolved``).
+
+Every YAML glocon reads (configs, overrides, class-name files, sweep records) goes through
+``load_yaml`` / ``read_yaml``: ``yaml.safe_load`` within bounds on bytes, nesting depth and the
+size the document has once its aliases are expanded. A few hundred bytes of nested aliases (a
+"billion laughs") load as shared objects in a blink, then expand to gigabytes wherever they are
+dumped as JSON or printed, so the expanded size is measured on the event stream, before loading.
 """
 
 from __future__ import annotations
@@ -30,14 +36,90 @@ class GloconModel(BaseModel):
 M = TypeVar("M", bound=GloconModel)
 
 
-def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+# Far beyond any real config or class list (ImageNet-21k's names are ~22k nodes and ~0.5 MB).
+YAML_MAX_BYTES = 4 * 2**20
+YAML_MAX_NODES = 200_000  # scalars and collections, aliases counted as often as they are used
+YAML_MAX_CHARS = 16 * 2**20  # characters of all scalars, aliases expanded
+YAML_MAX_DEPTH = 64
+
+
+class YAMLBoundsError(yaml.YAMLError):
+    """A YAML document beyond glocon's bounds (the message says which)."""
+
+
+def _check_yaml_bounds(text: str) -> None:
+    """Raise YAMLBoundsError when ``text`` is too big, too deep, or expands beyond the bounds.
+
+    One pass over the parser's events (no objects built): each anchor's expanded size is known
+    when its node closes, and an alias adds that size to every collection it sits in.
+    """
+    if len(text) > YAML_MAX_BYTES:
+        raise YAMLBoundsError(f"{len(text)} characters, expected at most {YAML_MAX_BYTES}")
+    open_nodes: list[list[Any]] = []  # per open collection: [nodes, chars, anchor]
+    anchored: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, chars) of its node, expanded
+    total = [0, 0]
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if len(open_nodes) >= YAML_MAX_DEPTH:
+                raise YAMLBoundsError(f"nested deeper than {YAML_MAX_DEPTH} levels (line {ev.start_mark.line + 1})")
+            open_nodes.append([1, 0, ev.anchor])
+            continue
+        if isinstance(ev, yaml.ScalarEvent):
+            nodes, chars, anchor = 1, len(ev.value), ev.anchor
+        elif isinstance(ev, yaml.AliasEvent):
+            if any(node[2] == ev.anchor for node in open_nodes):  # would expand forever
+                raise YAMLBoundsError(f"alias *{ev.anchor} refers to a node that contains it (line {ev.start_mark.line + 1})")
+            nodes, chars = anchored.get(ev.anchor, (1, 0))  # an undefined alias is the loader's error
+            anchor = None
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            nodes, chars, anchor = open_nodes.pop()
+        else:
+            continue
+        if anchor:
+            anchored[anchor] = (nodes, chars)
+        into = open_nodes[-1] if open_nodes else total
+        into[0] += nodes
+        into[1] += chars
+        if into[0] > YAML_MAX_NODES or into[1] > YAML_MAX_CHARS:
+            raise YAMLBoundsError(
+                f"its aliases expand to more than {YAML_MAX_NODES} nodes or {YAML_MAX_CHARS} characters "
+                f"(a 'billion laughs' document? line {ev.start_mark.line + 1})"
+            )
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    return " ".join(str(exc).split())
+
+
+def load_yaml(text: str, source: str, error: type[Exception] = ConfigError) -> Any:
+    """``yaml.safe_load(text)`` within glocon's bounds; errors are ``error`` naming ``source``."""
+    try:
+        _check_yaml_bounds(text)
+        return yaml.safe_load(text)
+    except YAMLBoundsError as exc:
+        raise error(f"{source}: refused to load this YAML: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{source} is not valid YAML: {_one_line(exc)}") from None
+
+
+def read_yaml(path: str | os.PathLike, what: str, error: type[Exception] = ConfigError) -> Any:
+    """The YAML file at ``path`` through ``load_yaml``; ``what`` names it in errors (``config file``)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p} (expected a YAML file)")
+        raise error(f"{what} not found: {p} (expected a YAML file)")
+    size = p.stat().st_size
+    if size > YAML_MAX_BYTES:  # refused before it is read into memory
+        raise error(f"{what} {p}: refused to load this YAML: {size} bytes, expected at most {YAML_MAX_BYTES}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return load_yaml(text, f"{what} {p}", error)
+
+
+def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    data = read_yaml(p, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -54,8 +136,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: the key {key!r} is not a dotted name")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
-    except yaml.YAMLError:
+        if raw.strip() == "":
+            value: Any = ""
+        else:
+            _check_yaml_bounds(raw)
+            value = yaml.safe_load(raw)
+    except YAMLBoundsError as exc:
+        raise ConfigError(f"override {key}: refused to load its value as YAML: {exc}") from None
+    except yaml.YAMLError:  # not YAML: the text itself is the value
         value = raw
     return key.split("."), value
 

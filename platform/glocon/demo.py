@@ -67,7 +67,8 @@ def stage_shards(cfg: DemoConfig, out: Path, split: str | None = None) -> StageR
     scfg = scfg.model_copy(update={"data": data})
 
     def run() -> dict[str, Any]:
-        manifest = make_shards(scfg)
+        # the demo owns this folder and reruns the stage only when its config changed: replace the old set
+        manifest = make_shards(scfg.model_copy(update={"overwrite": True}))
         return {"outputs": {"manifest": folder / "manifest.json"}, "samples": sum(s.count for s in manifest.shards), "rejected": len(manifest.rejected)}
 
     return run_stage(out, folder.name, scfg.model_dump(mode="json"), run)

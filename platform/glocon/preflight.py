@@ -108,6 +108,17 @@ def check_file(path: str | None, key: str, what: str) -> None:
         raise PreflightError(f"{key}={path}: no such file (expected {what})")
 
 
+def check_out_dir(path: str | os.PathLike, key: str) -> None:
+    """An output folder: it, or the nearest part of it that exists, must be a folder (not a file)."""
+    p = Path(path)
+    for part in (p, *p.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "" if part == p else f": {part} on its path"
+                raise PreflightError(f"{key}={path}{where} is a file, expected a folder (or a path that does not exist yet)")
+            return
+
+
 def check_pretrain(cfg: Any, *, ranks_key: str = "num_workers") -> None:
     """A PretrainConfig (paths already resolved): shards, readers per shard, one global batch, probe shards."""
     specs = [("data.shards", cfg.data.shards)] + [(f"data.extra_shards[{i}]", s) for i, s in enumerate(cfg.data.extra_shards)]
@@ -143,7 +154,8 @@ def check_sweep(pretrain_cfg: Any, objective_cfg: Any | None = None, probe: dict
 
 
 def check_bank(cfg: Any) -> None:
-    """A BankConfig: the prior export exists, the shards exist and match their manifest."""
+    """A BankConfig: the prior export exists, the shards exist and match their manifest, ``out`` can be a folder."""
+    check_out_dir(cfg.out, "out")
     check_file(cfg.prior, "prior", "a prior-extractor export, e.g. <storage_path>/<name>/prior.pt of jobs/pretrain.py")
     spec = cfg.shards
     if spec and not spec.endswith(".tar") and not any(c in spec for c in "*?[,"):

@@ -9,6 +9,7 @@ that advice is cut from the message glocon shows.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import torch
@@ -18,12 +19,20 @@ from glocon.errors import CheckpointError
 _UNPICKLER = "WeightsUnpickler error:"
 
 
+# torch's framing around the reason: the advice to retry unsafely, a plea to file an issue, a docs link
+_ADVICE = re.compile(r"weights_only\W+(?:set to\W+)?False", re.IGNORECASE)
+_FRAME = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
 def _reason(exc: Exception) -> str:
-    """The useful part of torch's message: for refused code, the global it refused; otherwise its first line."""
+    """The useful part of torch's message: for refused code, the global or opcode it refused;
+    otherwise its first line. Never the advice to load with ``weights_only=False``."""
     text = str(exc).strip()
     if _UNPICKLER in text:
-        return text.split(_UNPICKLER, 1)[1].strip().splitlines()[0].strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+        text = text.split(_UNPICKLER, 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(_FRAME) and not _ADVICE.search(ln)]
+    return useful[0][:300] if useful else type(exc).__name__
 
 
 def load_weights_only(path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:

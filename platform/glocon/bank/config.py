@@ -45,7 +45,7 @@ class QueryConfig(GloconModel):
     point: tuple[int, int] | None = None  # (x, y) in pixels of the (resized) query image
     box: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1), x1/y1 exclusive
     superpixel: int | None = None
-    image_size: int | None = None  # longest side an image file is resized to (None: the bank's median shard size)
+    image_size: int | None = Field(None, gt=0)  # longest side an image file is resized to (None: the bank's median shard size)
     superpixels: SuperpixelConfig = SuperpixelConfig()  # for image files; keys use the shard's own maps
     k: int = Field(10, ge=1)
     nprobe: int | None = None  # None: the bank's default
@@ -77,9 +77,9 @@ class BankConfig(GloconModel):
     patch_method: PatchMethod = "slic"
     embedding: EmbeddingSource = "prior"
     pooling_mode: Literal["area", "majority"] = "area"  # glocon.pooling, as in pretraining
-    input_size: int | None = None  # longest side fed to the prior (None: the shard's size); patches stay at shard resolution
+    input_size: int | None = Field(None, gt=0)  # longest side fed to the prior (None: the shard's size); patches stay at shard resolution
     global_embedding: bool = False  # also store the prior's global vector q per image (global.npy)
-    batch_size: int = 8
+    batch_size: int = Field(8, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int = 2  # Ray actors, each embedding a subset of shards; 0 = in this process, no Ray
     threads_per_worker: int = 1

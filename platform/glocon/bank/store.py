@@ -18,10 +18,10 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 
 from glocon.bank import provenance
 from glocon.bank.index import read_index
+from glocon.config import read_yaml
 from glocon.errors import DataError
 from glocon.io import atomic_open, atomic_write_json
 
@@ -64,7 +64,7 @@ def load_class_names(path: str | None) -> dict[int, str]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"class_names file not found: {p} (expected YAML mapping class id -> name)")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    data = read_yaml(p, "class_names", DataError) or {}
     data = data.get("classes", data) if isinstance(data, dict) else data
     if not isinstance(data, dict):
         raise DataError(f"class_names {p}: expected a mapping of class id -> name")
@@ -108,7 +108,12 @@ class Bank:
             path = self.root / VECTORS
             if not path.is_file():
                 raise DataError(f"bank vectors not found: {path} (expected ({self.count}, {self.dim}) float32)")
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            try:  # an object array, a pickle or a damaged header: named here, not as numpy's bare ValueError
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise DataError(f"bank vectors {path}: not a ({self.count}, {self.dim}) float32 .npy array ({exc})") from None
+            if arr.dtype != np.float32:
+                raise DataError(f"bank vectors {path}: dtype {arr.dtype}, expected float32")
             if arr.shape != (self.count, self.dim):
                 raise DataError(f"bank vectors {path}: shape {arr.shape}, expected {(self.count, self.dim)}")
             self._vectors = arr

@@ -14,7 +14,8 @@ Next to the shards:
   every sample, what was rejected), written by the task after its tar;
 - ``manifest.json``: every shard with its sample count and sha256, the class -> sample keys index
   (PFENet's rule: a class counts for an image when it covers ``data.min_class_pixels`` pixels at
-  the image's original resolution), the rejected inputs, totals and the resolved config;
+  the image's original resolution) with a digest per class that every load checks, the rejected
+  inputs, totals and the resolved config;
 - ``config.resolved.yaml``.
 
 Bad input (an unreadable or truncated image, a mask whose size differs from its image, ...) is
@@ -25,6 +26,13 @@ worth keeping) and then fails with a summary of them: no shards is never a succe
 
 Images are only shrunk to ``longest_side``; a smaller image keeps its size (and its mask is not
 resampled) unless ``upscale=true``.
+
+A folder holds one shard set. ``config.resolved.yaml`` is written before the first shard, so a
+folder always names the configuration of the set it holds or is building; a run with another
+configuration (what the shards hold: data, sizes, superpixels, prefix; not ``ray``, ``strict``,
+``parallelism``) is refused, naming the folder and the keys that differ, unless ``overwrite=true``.
+Then the new set is built in a hidden sibling folder (``.{out_dir}.overwrite``, resumed if the run
+is interrupted) and swapped in once complete: the old set stays whole until then.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -45,7 +54,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
-from glocon.config import GloconModel, save_resolved
+from glocon.config import RESOLVED_NAME, GloconModel, read_yaml, save_resolved
 from glocon.data.imageio import check_mask
 from glocon.data.layouts import ClassTable, LayoutConfig, open_layout_classes
 from glocon.data.record import Record, class_pixels, classes_present
@@ -55,6 +64,7 @@ from glocon.data.superpixels import SuperpixelConfig, superpixels
 from glocon.errors import DataError
 from glocon.io import atomic_open, atomic_write_json, sha256_file
 from glocon.paths import resolve
+from glocon.preflight import PreflightError, check_out_dir
 from glocon.raycluster import RayConfig
 
 MANIFEST_NAME = "manifest.json"
@@ -83,6 +93,7 @@ class ShardsConfig(GloconModel):
     jpeg_quality: int = Field(95, ge=1, le=100)
     superpixels: SuperpixelConfig = SuperpixelConfig()
     strict: bool = False  # true: bad input is a DataError instead of a rejection
+    overwrite: bool = False  # true: replace the shards of another configuration in out_dir (see the module doc)
     ray: RayConfig = RayConfig()
     parallelism: int | None = Field(None, gt=0)  # shard tasks in flight; None: 2 x the cluster's CPUs
 
@@ -128,6 +139,10 @@ class Manifest(GloconModel):
     config: dict[str, Any]
     # how the layout's own class ids became the ids in the masks, with class names (coco, semantic)
     class_table: ClassTable | None = None
+    # class id -> sha256 of its entry in ``classes``, written by ``save``: an index edited or damaged
+    # afterwards would draw few-shot episodes of one class from images of another. None: written
+    # before this field existed, read unchecked.
+    class_digests: dict[int, str] | None = None
     _root: Path | None = PrivateAttr(default=None)
 
     @property
@@ -161,6 +176,7 @@ class Manifest(GloconModel):
         return "\n".join(lines)
 
     def save(self, out_dir: str | os.PathLike) -> Path:
+        self.class_digests = class_digests(self.classes)
         path = atomic_write_json(Path(out_dir) / MANIFEST_NAME, self.model_dump(mode="json"))
         self._root = Path(out_dir).resolve()
         return path
@@ -205,6 +221,21 @@ class Manifest(GloconModel):
                 raise DataError(f"shard manifest {p}: field 'classes.{cid}' names key {unknown[0]!r} that no shard holds")
         if self.totals.get("samples") != len(seen):
             raise DataError(f"shard manifest {p}: field 'totals.samples' is {self.totals.get('samples')}, the shards hold {len(seen)}")
+        if self.class_digests is not None:
+            now = class_digests(self.classes)
+            for cid in sorted(set(now) | set(self.class_digests)):
+                if now.get(cid) != self.class_digests.get(cid):
+                    what = ("is not in the index" if cid not in now else "is not in 'class_digests'" if cid not in self.class_digests
+                            else "lists other keys than make_shards wrote")
+                    raise DataError(
+                        f"shard manifest {p}: field 'classes.{cid}' {what} (its digest in 'class_digests' does not match): "
+                        "the class index was edited or damaged; rebuild it with make_shards"
+                    )
+
+
+def class_digests(classes: dict[int, list[str]]) -> dict[int, str]:
+    """class id -> sha256 of (id, its keys in order): what ``Manifest.class_digests`` holds."""
+    return {int(c): hashlib.sha256(json.dumps([int(c), keys]).encode("utf-8")).hexdigest() for c, keys in sorted(classes.items())}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,10 +407,13 @@ def make_sample(record: Record, spec: BuildSpec) -> Sample:
     """
     image = _load_image(record)
     w, h = image.size
-    if min(w, h) < spec.min_side:
-        raise Rejected(f"image {record.source} is {w}x{h}, smaller than min_side={spec.min_side}")
-    mask = _load_mask(record, (w, h))
     size = resized_size(w, h, spec.longest_side, spec.upscale)
+    # min_side guards what is stored and fed to superpixels: the resized image (a 10x20000 strip
+    # passes at its own size but becomes 1x256)
+    if min(size) < spec.min_side:
+        after = "" if size == (w, h) else f", {size[0]}x{size[1]} after resizing to longest_side={spec.longest_side}"
+        raise Rejected(f"image {record.source} is {w}x{h}{after}, smaller than min_side={spec.min_side}")
+    mask = _load_mask(record, (w, h))
     if size != (w, h):
         image = image.resize(size, Image.Resampling.BICUBIC)
     pixels = np.asarray(image, dtype=np.uint8)
@@ -521,9 +555,103 @@ def _clean_stale(out_dir: Path, prefix: str, keep: set[str]) -> list[str]:
     return removed
 
 
+# Keys that say how a run goes, not what its shards hold: a rerun may change them.
+RUN_ONLY_KEYS = ("out_dir", "strict", "overwrite", "ray", "parallelism", "data.embedded.cache_dir")
+# What make_shards leaves in a folder (besides the shards of the recorded prefix): an overwrite
+# replaces a folder holding only these, never one where a user keeps other files.
+_OWN_FILES = {MANIFEST_NAME, RESOLVED_NAME, DONE_DIR, ".lock"}
+
+
+def _flat(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if key in RUN_ONLY_KEYS:
+            continue
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def recorded_config(folder: Path) -> tuple[dict[str, Any], Path] | None:
+    """The config of the shard set in ``folder`` (its manifest's, else config.resolved.yaml's) and its file."""
+    manifest = folder / MANIFEST_NAME
+    if manifest.is_file():
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # unreadable: the resolved config decides
+            config = json.loads(manifest.read_text(encoding="utf-8")).get("config")
+            if isinstance(config, dict):
+                return config, manifest
+    resolved = folder / RESOLVED_NAME
+    if resolved.is_file():
+        config = read_yaml(resolved, "shard config", DataError)
+        if isinstance(config, dict):
+            return config, resolved
+    return None
+
+
+def config_differences(recorded: dict[str, Any], cfg: ShardsConfig) -> list[str]:
+    """``key: old -> new`` for every key that decides the shards and differs (keys only one side
+    knows are skipped: a field added to ShardsConfig later is not a change of data)."""
+    old, new = _flat(recorded), _flat(cfg.model_dump(mode="json"))
+    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(old.keys() & new.keys()) if old[k] != new[k]]
+
+
+def _staging(out: Path) -> Path:
+    return out.parent / f".{out.name}.overwrite"
+
+
+def _check_replaceable(out: Path, prefix: str) -> None:
+    """Refuse to replace a folder holding files make_shards did not write."""
+    ours = re.compile(rf"^{re.escape(prefix)}-\d{{6}}\.tar$|^\..*\.tmp$")
+    others = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES and not ours.match(p.name))
+    if others:
+        raise PreflightError(
+            f"out_dir={out}: overwrite=true would replace this folder, but it holds files make_shards did not write "
+            f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}); move them, or choose another out_dir"
+        )
+
+
+def build_folder(cfg: ShardsConfig, out: Path) -> Path:
+    """Where make_shards builds: ``out`` when it is empty or holds this configuration's shards, the
+    staging folder when ``overwrite`` replaces another configuration's; else a PreflightError
+    saying what differs. (A stale staging folder of another configuration is removed.)"""
+    recorded = recorded_config(out) if out.is_dir() else None
+    if recorded is None:
+        return out
+    config, source = recorded
+    changed = config_differences(config, cfg)
+    if not changed:
+        return out
+    if not cfg.overwrite:
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        raise PreflightError(
+            f"out_dir={out} already holds shards of another configuration ({source}): {'; '.join(changed[:5])}{more}. "
+            "Choose another out_dir, or set overwrite=true to replace them"
+        )
+    _check_replaceable(out, str(config.get("prefix", cfg.prefix)))
+    staging = _staging(out)
+    if staging.is_dir():  # an interrupted overwrite: resume it if it built this configuration
+        left = recorded_config(staging)
+        if left is None or config_differences(left[0], cfg):
+            shutil.rmtree(staging)
+    return staging
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the complete new set at ``out``; the old folder is moved aside first and removed last."""
+    old = out.parent / f".{out.name}.replaced"
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(out, old)
+    os.rename(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def make_shards(cfg: ShardsConfig, dashboard: bool = True) -> Manifest:
     """Build (or finish) the shards of ``cfg.data`` in ``cfg.out_dir``; return the manifest."""
     cfg = resolve_paths(cfg)
+    check_out_dir(cfg.out_dir, "out_dir")  # before the layout is listed: that can take a while
     records, classes = open_layout_classes(cfg.data)
     return make_shards_from_records(records, cfg, dashboard=dashboard, classes=classes)
 
@@ -542,12 +670,17 @@ def make_shards_from_records(
     from glocon.raycluster import init_ray
 
     cfg = resolve_paths(cfg)
-    out = Path(cfg.out_dir)
+    final = Path(cfg.out_dir)
+    check_out_dir(final, "out_dir")
     if not records:
-        raise DataError(f"layout {cfg.data.layout} ({cfg.data.root}): no inputs to write to {out}")
+        raise DataError(f"layout {cfg.data.layout} ({cfg.data.root}): no inputs to write to {final}")
     plans, refused = plan_shards(records, cfg)
     spec = BuildSpec.from_config(cfg)
-    with _exclusive(out):
+    with _exclusive(final):
+        out = build_folder(cfg, final)
+        out.mkdir(parents=True, exist_ok=True)
+        # before any shard: the folder names the configuration of what it holds, finished or not
+        save_resolved(cfg, out)
         if _clean_stale(out, cfg.prefix, {p.name for p in plans}):
             (out / MANIFEST_NAME).unlink(missing_ok=True)
         results: dict[int, dict[str, Any]] = {}
@@ -577,8 +710,10 @@ def make_shards_from_records(
                 ray.shutdown()
         manifest = _manifest(cfg, plans, results, refused, n_records=len(records))
         manifest.class_table = classes
-        save_resolved(cfg, out)
         manifest.save(out)
+        if out != final and manifest.totals["samples"] > 0:  # a set of no samples replaces nothing
+            _swap_in(out, final)
+            manifest._root = final.resolve()
     if dashboard:
         print(manifest.summary(), flush=True)
     if manifest.totals["samples"] == 0:

@@ -5,7 +5,9 @@
 e.g. ``longest_side=320 samples_per_shard=64 data.limit=100 strict=true``. Writes
 ``{out_dir}/{prefix}-000000.tar ...``, ``manifest.json`` and ``config.resolved.yaml``. Rerunning
 the same command after an interruption rebuilds only the missing or damaged shards (a shard whose
-bytes differ from its done-record's sha256 too). Exit codes: 2 for a bad config, 1 for bad data,
+bytes differ from its done-record's sha256 too). A folder holding shards of another configuration is
+refused, naming what differs, unless ``overwrite=true`` (the old set stays whole until the new one
+is complete). Exit codes: 2 for a bad config, 1 for bad data,
 including a run whose every input was rejected (the manifest lists why). Starts a local
 Ray bound to 127.0.0.1 when none is running, or joins ``ray.address`` / ``RAY_ADDRESS`` (which
 ``ray job submit`` sets); on a cluster, ``out_dir`` and the data must be on storage every node sees.

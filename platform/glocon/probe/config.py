@@ -65,7 +65,7 @@ class ProbeConfig(GloconModel):
     input_size: int = Field(160, ge=16)  # square side every image is resized to
     n_classes: int | None = None  # None: the largest class id in the masks + 1
     seeds: list[int] = [0, 1, 2]  # every figure with randomness is repeated over these
-    batch_size: int = 16
+    batch_size: int = Field(16, gt=0)
     retrieval: RetrievalSection = RetrievalSection()
     linear: LinearSection = LinearSection()
     prior_map: PriorMapSection = PriorMapSection()

@@ -28,7 +28,7 @@ class DataSection(GloconModel):
     extra_shards: list[str] = []
     shuffle_buffer: int = 256
     patch_method: Literal["slic", "fh"] = "slic"  # which superpixel map of the shard feeds L_local
-    image_size: int = 224  # side of each square view
+    image_size: int = Field(224, gt=0)  # side of each square view
     samples_per_epoch: int | None = None  # None: counted from the shards once at start
     # true: webdataset's resampled mode (shards drawn with replacement, seeded per rank, epochs of
     # samples_per_epoch / num_workers per rank via with_epoch), which its maintainers recommend for
@@ -66,7 +66,7 @@ class EpochProbe(GloconModel):
     train_shards: str = ""  # labelled memory images; empty: data.shards
     val_shards: str = ""  # labelled images it is scored on; empty: a held-out share of train_shards
     limit: int | None = 120  # images per split: the probe must stay cheap beside training
-    input_size: int = 160
+    input_size: int = Field(160, gt=0)
     map: DenseMapName = "prior"
 
 

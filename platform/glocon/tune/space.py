@@ -153,7 +153,7 @@ class ProbeObjective(GloconModel):
     train_shards: str = ""  # labelled shards; empty: the base pretraining config's data.shards
     val_shards: str = ""
     limit: int | None = 200
-    input_size: int = 160
+    input_size: int = Field(160, gt=0)
     map: DenseMapName = "prior"
 
 

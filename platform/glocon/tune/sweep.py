@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ray.tune import Callback
 
-from glocon.config import to_yaml, validate_config
+from glocon.config import read_yaml, to_yaml, validate_config
 from glocon.errors import ConfigError
 from glocon.io import atomic_open, atomic_write_json, atomic_write_text
 from glocon.paths import resolve
@@ -194,7 +193,7 @@ def check_same_sweep(cfg: SweepConfig, exp_dir: Path) -> None:
     saved_path = exp_dir / RESOLVED
     if not saved_path.is_file():
         return
-    saved = yaml.safe_load(saved_path.read_text()) or {}
+    saved = read_yaml(saved_path, "sweep record") or {}
     now = _frozen(cfg)
     changed = [k for k in FROZEN_ON_RESTORE if saved.get(k) != now[k]]
     if changed:

@@ -46,7 +46,7 @@ class EmbeddedConfig(GloconModel):
     """The procedurally generated default data set (layouts/embedded.py)."""
 
     n_images: int = 400
-    size: int = 256
+    size: int = Field(256, gt=0)
     seed: int = 0
     objects_per_image: tuple[int, int] = (1, 3)  # inclusive range, drawn per image
     cache_dir: str | None = None  # root of the generated files; None: $GLOCON_CACHE or runs/cache

@@ -26,8 +26,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from glocon.config import read_yaml
 from glocon.data.imageio import load_mask
 from glocon.data.layouts import ClassTable
 from glocon.data.layouts._common import image_loader, require_root
@@ -43,17 +43,13 @@ def read_class_names(path: str | os.PathLike) -> dict[int, str]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data.class_names {p}: file not found (expected YAML {{id: name}} or one name per line)")
-    text = p.read_text(encoding="utf-8")
     if p.suffix.lower() in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise DataError(f"data.class_names {p}: not valid YAML ({exc})") from None
+        data = read_yaml(p, "data.class_names", DataError)
         items = list(enumerate(data)) if isinstance(data, list) else list(data.items()) if isinstance(data, dict) else None
         if items is None:
             raise DataError(f"data.class_names {p}: expected a mapping {{id: name}} or a list of names, got {type(data).__name__}")
     else:
-        lines = text.splitlines()
+        lines = p.read_text(encoding="utf-8").splitlines()
         while lines and not lines[-1].strip():
             lines.pop()
         items = list(enumerate(lines))
