@@ -92,7 +92,7 @@ def qgnet_and_data(tmp_path_factory):
     return qgnet, cfg, source, root
 
 
-def test_cached_features_give_the_very_logits_of_the_uncached_model(qgnet_and_data):
+def test_cached_features_give_the_logits_of_the_uncached_model(qgnet_and_data):
     from glocon.fewshot.sources import build
 
     qgnet, cfg, source, root = qgnet_and_data
@@ -112,7 +112,9 @@ def test_cached_features_give_the_very_logits_of_the_uncached_model(qgnet_and_da
             q, s = split_batch({k: v[None] for k, v in c.items()}, torch.device("cpu"))
             a = model(encoded=(q, s, tuple(c["target"].shape)))
             b = model(p["query"][None], p["support_images"][None], p["support_masks"][None])
-            assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["prior_region_map"], b["prior_region_map"])
+            # equal to float rounding: the cache encodes an image's views in one batch
+            torch.testing.assert_close(a["logits"], b["logits"], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(a["prior_region_map"], b["prior_region_map"], atol=1e-4, rtol=1e-4)
     assert FeatureCache.is_complete(root / "c") and FeatureCache(root / "c").views == 2
 
 

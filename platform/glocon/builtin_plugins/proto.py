@@ -113,25 +113,58 @@ class ProtoSegmenter(nn.Module):
         assert self.backbone is not None
         return self.backbone((images - self.mean) / self.std, upto=layer)[layer]
 
+    # -- frozen encoders, then the training-free head (glocon.fewshot.encoded encodes each image once)
     @torch.no_grad()
-    def forward(self, query: torch.Tensor, support_images: torch.Tensor, support_masks: torch.Tensor) -> dict[str, Any]:
+    def encode_query(self, query: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": self.features(query)}
+
+    @torch.no_grad()
+    def encode_support(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features of support images (N, 3, H, W) and their masks (N, H, W): 1 object, 0
+        background, 255 neither."""
+        feats = self.features(images)
+        # area-downsampled to the features here, once, as masked_average_pool would per episode
+        fg = F.interpolate((masks == 1).to(images.dtype).unsqueeze(1), size=feats.shape[-2:], mode="area")
+        bg = F.interpolate((masks == 0).to(images.dtype).unsqueeze(1), size=feats.shape[-2:], mode="area")
+        return {"features": feats, "fg": fg, "bg": bg}
+
+    def encoder_key(self) -> dict[str, Any]:
+        """What the features depend on; threshold, mode, scale and normalize act on them after."""
+        head = {"threshold", "mode", "scale", "normalize"}
+        return {k: v for k, v in self.cfg.model_dump().items() if k not in head}
+
+    @torch.no_grad()
+    def forward(
+        self,
+        query: torch.Tensor | None = None,
+        support_images: torch.Tensor | None = None,
+        support_masks: torch.Tensor | None = None,
+        *,
+        encoded: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], tuple[int, int]] | None = None,
+    ) -> dict[str, Any]:
+        if encoded is None:
+            assert query is not None and support_images is not None and support_masks is not None
+            b, k = support_images.shape[:2]
+            s = self.encode_support(support_images.flatten(0, 1), support_masks.flatten(0, 1))
+            encoded = (self.encode_query(query), {n: t.view(b, k, *t.shape[1:]) for n, t in s.items()}, tuple(query.shape[-2:]))
+        return self.head(*encoded)
+
+    def head(self, q: dict[str, torch.Tensor], s: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
         cfg = self.cfg
-        b, k = support_images.shape[:2]
-        qf = self.features(query)  # (B, C, h, w)
-        sf = self.features(support_images.flatten(0, 1))  # (B*K, C, h', w')
-        fg = (support_masks == 1).to(query.dtype).flatten(0, 1).unsqueeze(1)  # 255 counts as neither
-        proto_fg = masked_average_pool(sf, fg).view(b, k, -1).mean(dim=1)  # K-shot: average the prototypes
+        qf = q["features"]  # (B, C, h, w)
+        b, k = s["features"].shape[:2]
+        sf = s["features"].flatten(0, 1)  # (B*K, C, h', w')
+        proto_fg = masked_average_pool(sf, s["fg"].flatten(0, 1)).view(b, k, -1).mean(dim=1)  # K-shot: average the prototypes
         sim_fg = prototype_similarity(qf, proto_fg)  # (B, h, w)
         if cfg.mode == "fg_bg":
-            bg = (support_masks == 0).to(query.dtype).flatten(0, 1).unsqueeze(1)
-            proto_bg = masked_average_pool(sf, bg).view(b, k, -1).mean(dim=1)
+            proto_bg = masked_average_pool(sf, s["bg"].flatten(0, 1)).view(b, k, -1).mean(dim=1)
             scores = torch.stack([prototype_similarity(qf, proto_bg), sim_fg], dim=1) * cfg.scale
         else:
-            s = ops.min_max_normalize(sim_fg, EPS) if cfg.normalize else sim_fg
+            sim = ops.min_max_normalize(sim_fg, EPS) if cfg.normalize else sim_fg
             # sigmoid(scale * (s - t)) is the foreground probability; argmax == (s > t)
-            margin = (s - cfg.threshold) * (cfg.scale / 2)
+            margin = (sim - cfg.threshold) * (cfg.scale / 2)
             scores = torch.stack([-margin, margin], dim=1)
-        logits = ops.resize(scores, query.shape[-2:])
+        logits = ops.resize(scores, tuple(size))
         return {"logits": logits, "guided_region_map": ops.min_max_normalize(sim_fg, EPS).unsqueeze(1)}
 
     def loss(self, out: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

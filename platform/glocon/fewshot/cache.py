@@ -9,7 +9,8 @@ image and stores them memory-mapped beside the run; fit then trains only the hea
   whatever class an episode will ask about. A training episode picks, seeded by its index, one
   view for its query and one for each support (``view_choice``); its label is the view's mask
   binarised for the episode's class. ``TrainEpisodes(views=...)`` draws the very same views
-  without the cache, so the two paths give identical inputs and, step by step, identical logits.
+  without the cache, so the two paths give identical inputs and, step by step, the same logits
+  (to float rounding, ~1e-5: an image's views are encoded in one batch, which halves the cost).
 - What is stored is what the plugin's model says is frozen: ``encode_query(images)`` per
   (key, view), and ``encode_support(images, masks)`` per (key, view, class), because PFENet's
   support path reads the support mask inside the frozen backbone (layer4 of layer3 x mask).
@@ -163,16 +164,18 @@ def build_cache(root: Path, model: torch.nn.Module, source: Any, pool: Mapping[i
     q_keys, s_keys = [], []
     for key in keys:
         sample = source.get(key)
-        for v in range(spec.views):
-            img, mask = view_of(sample, v, spec)
-            feats = m.encode_query(img[None])
-            _put(q_arrays, "q", tmp, feats, len(q_keys), n_q)
+        # one encoder call per image for all its views (and one for all its (view, class)
+        # supports): batched, the frozen convs cost ~half as much per image on CPU
+        views = [view_of(sample, v, spec) for v in range(spec.views)]
+        _put(q_arrays, "q", tmp, m.encode_query(torch.stack([img for img, _ in views])), len(q_keys), n_q)
+        for v, (_, mask) in enumerate(views):
             masks[len(q_keys)] = mask.numpy().astype(np.uint8)
             q_keys.append([key, v])
-            for c in classes_of[key]:
-                sm = support_mask(torch.from_numpy(binary_label(mask.numpy(), c)))
-                _put(s_arrays, "s", tmp, m.encode_support(img[None], sm[None]), len(s_keys), n_s)
-                s_keys.append([key, v, c])
+        pairs = [(v, c) for v in range(spec.views) for c in classes_of[key]]
+        imgs = torch.stack([views[v][0] for v, _ in pairs])
+        sms = torch.stack([support_mask(torch.from_numpy(binary_label(views[v][1].numpy(), c))) for v, c in pairs])
+        _put(s_arrays, "s", tmp, m.encode_support(imgs, sms), len(s_keys), n_s)
+        s_keys += [[key, v, c] for v, c in pairs]
         if len(q_keys) % (50 * spec.views) == 0:
             log(f"fit cache: {len(q_keys) // spec.views}/{len(keys)} images")
     for a in (*q_arrays.values(), *s_arrays.values(), masks):
@@ -190,10 +193,11 @@ def build_cache(root: Path, model: torch.nn.Module, source: Any, pool: Mapping[i
 
 
 def _put(arrays: dict[str, np.ndarray], prefix: str, folder: Path, feats: Mapping[str, torch.Tensor], row: int, rows: int) -> None:
+    """Rows ``row, row + 1, ...`` of each named array from a batch of features (N, ...)."""
     for name, t in feats.items():
         if name not in arrays:
             arrays[name] = np.lib.format.open_memmap(folder / f"{prefix}.{name}.npy", mode="w+", dtype=np.float32, shape=(rows, *t.shape[1:]))
-        arrays[name][row] = t[0].float().numpy()
+        arrays[name][row : row + len(t)] = t.float().numpy()
 
 
 def _bytes(folder: Path) -> int:

@@ -105,6 +105,9 @@ class EvalConfig(GloconModel):
     seeds: int | list[int] = 5
     bootstrap: int = Field(2000, ge=0)  # resamples for the 95% CI (0: none)
     batch_size: int = Field(1, gt=0)
+    # encode each image once per evaluation (a model with frozen encoders: glocon.fewshot.encoded);
+    # false runs the encoders on every episode, as a check that both give the same scores
+    encode_once: bool = True
     n_figure_episodes: int = 4
     out_dir: str = "runs/fewshot/eval"
     weights: str | None = None  # a fit's model.pt (one fold and shot) or a folder with fold<f>-<K>shot/model.pt; default: fit's output
@@ -123,7 +126,7 @@ class FewShotConfig(GloconModel):
     model: dict[str, Any] = Field(default_factory=dict)  # validated by the plugin's config_model
     prior: str | None = None  # prior extractor export (pretraining output)
     data: FewShotData = FewShotData()
-    image_size: int = 473  # PFENet / paper; the CPU demo uses less
+    image_size: int = Field(473, gt=0)  # PFENet / paper; the CPU demo uses less
     seed: int = DEFAULT_SEED
     episodes_dir: str = "runs/fewshot/episodes"  # shared by every model, so all compare on the same episodes
     device: Literal["auto", "cpu", "cuda"] = "auto"

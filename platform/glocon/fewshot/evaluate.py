@@ -22,6 +22,7 @@ from glocon.errors import ConfigError
 from glocon.fewshot import stats
 from glocon.fewshot.batches import CachedSource, load_eval_episode, stack_eval
 from glocon.fewshot.config import FewShotConfig
+from glocon.fewshot.encoded import EncodedEval
 from glocon.fewshot.episodes import EpisodeSet, episodes_for
 from glocon.fewshot.metrics import ClassIoUAccumulator, RegionMapAccumulator, intersection_union
 from glocon.fewshot.report import figure_caption, figure_png, results_markdown
@@ -40,9 +41,12 @@ def _mean(xs: list[float]) -> float:
 @torch.inference_mode()
 def evaluate_episodes(
     model: torch.nn.Module, source: Any, es: EpisodeSet, *, image_size: int, batch_size: int, device: torch.device,
-    n_figure: int = 0, dash: Dashboard | None = None,
+    n_figure: int = 0, dash: Dashboard | None = None, features: EncodedEval | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
     """Score ``model`` on every episode of ``es``; returns (results, Fig. 5 rows).
+
+    With ``features`` (a model that splits its frozen encoders from its head), each image is
+    encoded once for the whole evaluation and only the head runs per episode (``EncodedEval``).
 
     A model that declares ``region_maps`` (names of (B, 1, h, w) maps in [0, 1] its forward returns
     beside the logits) gets each scored against the masks and drawn in Fig. 5; the platform knows
@@ -58,10 +62,13 @@ def evaluate_episodes(
     logits_sha, preds_sha = hashlib.sha256(), hashlib.sha256()
     for start in range(0, len(es.episodes), batch_size):
         batch = [load_eval_episode(source, e, image_size) for e in es.episodes[start : start + batch_size]]
-        q, s, m = stack_eval(batch)
+        q, s, m = stack_eval(batch) if features is None else (None, None, None)
         # only an oracle diagnostic (a model that says it wants it) ever sees the query's label
         extra = {"query_label": torch.stack([e.query_label for e in batch]).to(device)} if getattr(model, "wants_query_label", False) else {}
-        out = model(q.to(device), s.to(device), m.to(device), **extra)
+        if features is not None:
+            out = model(encoded=features.encode(model, batch, device), **extra)
+        else:
+            out = model(q.to(device), s.to(device), m.to(device), **extra)
         logits = out["logits"].float().cpu().contiguous()
         logits_sha.update(logits.numpy().tobytes())
         for i, ep in enumerate(batch):
@@ -177,6 +184,7 @@ def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, A
                 )  # fmt: skip
                 plans.append((fold, k, s, es, path, reused))
     counts: dict[str, Any] = {}
+    features = EncodedEval() if cfg.eval.encode_once else None
     t0 = time.perf_counter()
     with Dashboard(f"fewshot eval {plugin.name}", total=sum(len(p[3].episodes) for p in plans), unit="episodes") as dash:
         for fold in folds:
@@ -184,6 +192,9 @@ def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, A
             for k in cfg.eval.shots:
                 model, weights = prepare_model(plugin, cfg, fold, k, device)
                 results["weights"][str(fold)][str(k)] = weights
+                shared = features if features is not None and features.applies(model) else None
+                if shared is not None:
+                    shared.bind(model)  # the shot models of a fold share F: their images are encoded once
                 per_seed: dict[int, dict[str, Any]] = {}
                 for f, kk, s, es, path, reused in plans:
                     if (f, kk) != (fold, k):
@@ -192,7 +203,7 @@ def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, A
                     torch.manual_seed(cfg.seed)
                     r, fig_rows = evaluate_episodes(
                         model, src, es, image_size=cfg.image_size, batch_size=cfg.eval.batch_size, device=device,
-                        n_figure=cfg.eval.n_figure_episodes if s == seeds[0] else 0, dash=dash,
+                        n_figure=cfg.eval.n_figure_episodes if s == seeds[0] else 0, dash=dash, features=shared,
                     )  # fmt: skip
                     r["skipped_classes"], r["classes"] = es.extra.get("skipped_classes", []), es.classes
                     per_seed[s] = r
@@ -205,7 +216,10 @@ def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, A
                 results["folds"][str(fold)][str(k)] = _summarise(per_seed, cfg.eval.bootstrap, cfg.seed)
     elapsed = time.perf_counter() - t0
     results["mean"] = fold_means(results, counts, cfg.eval.bootstrap, cfg.seed)
-    results["timing"] = {"seconds": elapsed, "episodes_per_s": len(plans) and sum(len(p[3].episodes) for p in plans) / max(elapsed, 1e-9), "device": str(device)}
+    results["timing"] = {
+        "seconds": elapsed, "episodes_per_s": len(plans) and sum(len(p[3].episodes) for p in plans) / max(elapsed, 1e-9), "device": str(device),
+        "encoded_images": features.encoded_images if features is not None else None,
+    }  # fmt: skip
     atomic_write_json(out_dir / COUNTS, counts)
     atomic_write_json(out_dir / "results.json", results)
     atomic_write_text(out_dir / "results.md", results_markdown(results))

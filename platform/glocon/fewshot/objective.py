@@ -10,16 +10,21 @@ import torch
 
 from glocon.fewshot.batches import CachedSource, TrainEpisodes
 from glocon.fewshot.config import FewShotConfig
+from glocon.fewshot.encoded import EncodedEval
 from glocon.fewshot.episodes import episodes_for
 from glocon.fewshot.evaluate import evaluate_episodes
 from glocon.fewshot.fit import make_optimizer, train_sampler, train_steps, worker_indices
 from glocon.fewshot.sources import build, fold_split, folds_of, open_source, resolve_device
 
 
-def objective(plugin: Any, prior_path: str | None, cfg: FewShotConfig | Mapping[str, Any], source: Any = None) -> float:
+def objective(
+    plugin: Any, prior_path: str | None, cfg: FewShotConfig | Mapping[str, Any], source: Any = None, features: EncodedEval | None = None,
+) -> float:  # fmt: skip
     """mIoU (%) on the validation episodes (``<episodes_dir>/<benchmark>-fold<f>-val-...json``) with
     the prior at ``prior_path``. A trainable plugin first trains ``objective.fit_steps`` steps on
-    base-class training episodes, in this process (a Tune trial is already a Ray task)."""
+    base-class training episodes, in this process (a Tune trial is already a Ray task).
+    ``features`` carries encoded images from one call to the next (choices that differ only in
+    the head, ``glocon.fewshot.choose``); by default each call encodes each image once."""
     if isinstance(cfg, Mapping):
         cfg = FewShotConfig.model_validate(cfg)
     device = resolve_device(cfg)
@@ -38,6 +43,12 @@ def objective(plugin: Any, prior_path: str | None, cfg: FewShotConfig | Mapping[
         optimizer, scheduler = make_optimizer(model, cfg, steps)
         dataset = TrainEpisodes(src, sampler, cfg.image_size, cfg.seed, worker_indices(0, steps, cfg.fit.batch_size, 0, cfg.fit.batch_size), cfg.fit.scale)
         train_steps(model, model.loss, optimizer, scheduler, dataset, batch_size=cfg.fit.batch_size, start_step=0, device=device)
+    if features is None and cfg.eval.encode_once:
+        features = EncodedEval()
+    if features is not None and features.applies(model):
+        features.bind(model)
+    else:
+        features = None
     torch.manual_seed(cfg.seed)
-    r, _ = evaluate_episodes(model, src, es, image_size=cfg.image_size, batch_size=cfg.eval.batch_size, device=device)
+    r, _ = evaluate_episodes(model, src, es, image_size=cfg.image_size, batch_size=cfg.eval.batch_size, device=device, features=features)
     return 100.0 * r["miou"]

@@ -1,0 +1,92 @@
+"""Frozen features of evaluation images, computed once per evaluation (issue 19).
+
+An evaluation scores every (fold, shot, seed) episode file with one frozen encoder: the same
+val images recur as queries and supports across episodes, seeds and shot counts (3 seeds x 100
+episodes x (1 + 1) and x (1 + 5) images draw from 200 images here). A model that splits its
+frozen part from its head (``encode_query`` / ``encode_support`` and ``forward(encoded=...)``,
+as the fit cache needs: ``glocon.fewshot.cache.can_cache``) is encoded once per query image and
+once per (support image, class), and only its head runs per episode.
+
+Eval images are deterministic (``eval_resize`` of the stored image), so a key names its input
+exactly; the support path reads the class's mask (PFENet's layer4 of layer3 x mask), so support
+features are keyed by (image, class). The store lives as long as one ``evaluate`` call and one
+frozen model: ``EncodedEval.bind`` forgets everything when the frozen weights change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Sequence
+
+import torch
+
+from glocon.fewshot.cache import can_cache
+
+
+def frozen_digest(model: torch.nn.Module) -> str:
+    """sha256 of what the model's encoders compute with: its encoder key, every parameter without
+    grad, and the buffers of modules that own no trained parameter (a head's BatchNorm statistics
+    are left out, a frozen backbone's kept). Equal digests encode every image alike."""
+    m = getattr(model, "module", model)
+    # the encoder key names what config changes the features (a layer, a stride); without one,
+    # the whole config counts
+    key = m.encoder_key() if hasattr(m, "encoder_key") else getattr(getattr(m, "cfg", None), "model_dump", lambda: {})()
+    h = hashlib.sha256(f"{type(m).__qualname__}{sorted(key.items())!r}".encode())
+    for prefix, mod in m.named_modules():
+        params = list(mod.named_parameters(recurse=False))
+        tensors = [(n, p) for n, p in params if not p.requires_grad]
+        if not any(p.requires_grad for _, p in params):
+            tensors += list(mod.named_buffers(recurse=False))
+        for name, t in tensors:
+            h.update(f"{prefix}.{name}".encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class EncodedEval:
+    """Per-image frozen features for the episodes of one evaluation, on the model's device."""
+
+    def __init__(self) -> None:
+        self.digest: str | None = None
+        self.queries: dict[str, dict[str, torch.Tensor]] = {}
+        self.supports: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+        self.encoded_images = 0  # how many images went through the frozen encoders (a bench reads it)
+
+    @staticmethod
+    def applies(model: torch.nn.Module) -> bool:
+        return can_cache(model)[0]
+
+    def bind(self, model: torch.nn.Module) -> None:
+        """Use ``model``'s encoders from now on; features of other frozen weights are dropped."""
+        digest = frozen_digest(model)
+        if digest != self.digest:
+            self.digest, self.queries, self.supports = digest, {}, {}
+
+    @torch.inference_mode()
+    def encode(self, model: torch.nn.Module, batch: Sequence[Any], device: torch.device) -> tuple[dict, dict, tuple[int, int]]:
+        """``batch`` of ``EvalEpisode`` -> (query features (B, ...), support features (B, K, ...),
+        output size): what ``forward(encoded=...)`` takes."""
+        m = getattr(model, "module", model)
+        todo_q: dict[str, torch.Tensor] = {}
+        todo_s: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        for e in batch:
+            if e.episode.query not in self.queries:
+                todo_q[e.episode.query] = e.query
+            for j, key in enumerate(e.episode.supports):
+                if (key, e.episode.cls) not in self.supports:
+                    todo_s[(key, e.episode.cls)] = (e.supports[j], e.support_masks[j])
+        if todo_q:
+            feats = m.encode_query(torch.stack(list(todo_q.values())).to(device))
+            for i, key in enumerate(todo_q):
+                self.queries[key] = {n: t[i] for n, t in feats.items()}
+        if todo_s:
+            imgs, masks = zip(*todo_s.values())
+            feats = m.encode_support(torch.stack(imgs).to(device), torch.stack(masks).to(device))
+            for i, key in enumerate(todo_s):
+                self.supports[key] = {n: t[i] for n, t in feats.items()}
+        self.encoded_images += len(todo_q) + len(todo_s)
+        qs = [self.queries[e.episode.query] for e in batch]
+        ss = [[self.supports[(key, e.episode.cls)] for key in e.episode.supports] for e in batch]
+        q = {n: torch.stack([f[n] for f in qs]) for n in qs[0]}
+        s = {n: torch.stack([torch.stack([f[n] for f in shots]) for shots in ss]) for n in ss[0][0]}
+        return q, s, tuple(batch[0].query.shape[-2:])
