@@ -97,7 +97,9 @@ def test_fit_under_ray_lowers_the_loss_and_a_resumed_run_equals_an_uninterrupted
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
     resumed = fit(plugin, FewShotConfig.model_validate(_toy_cfg(tmp_path, name="truncated")), source=source)["folds"][0][1]
     assert resumed["complete"] and resumed["resumed_from_step"] == 4, resumed["starts"]
-    d = load_model_file(Path(resumed["model"]), plugin, 0)["state"]
+    payload = load_model_file(Path(resumed["model"]), plugin, 0)
+    assert json.loads(payload["split"]) == {"benchmark": "embedded", "base": [1, 2, 3], "novel": [4]}  # what eval checks its split against
+    d = payload["state"]
     assert all(torch.equal(a[k], d[k]) for k in a)
 
     # and the trained weights are what evaluation loads by default

@@ -916,3 +916,31 @@ def test_a_pickle_calling_os_system_is_refused_without_advice_to_load_it_unsafel
     assert str(path) in msg and "GLOBAL posix.system" in msg and "\n" not in msg
     assert not re.search(r"weights_only\W+(set to\W+)?False", msg) and "trusted source" not in msg
     assert not marker.exists()
+
+
+def test_a_model_fitted_on_another_class_split_is_refused_naming_both_splits(tmp_path):
+    from fewshot_helpers import MemorySource, TinyPlugin, toy_items
+
+    from glocon.errors import CheckpointError
+    from glocon.fewshot.runner import FewShotConfig, build, evaluate
+    from glocon.fewshot.state import model_path, save_model_file, trainable_state
+
+    source = MemorySource(toy_items(n_per_class=6), min_pixels=64)
+
+    def cfg(novel: list[int], **eval_kw) -> FewShotConfig:
+        return FewShotConfig.model_validate({
+            "data": {"folds": [0], "novel_classes": novel}, "image_size": 32, "episodes_dir": str(tmp_path / f"episodes-{novel}"),
+            "fit": {"storage_path": str(tmp_path / "fit"), "name": "toy", "shots": [1]},
+            "eval": {"episodes": 2, "seeds": 1, "shots": [1], "out_dir": str(tmp_path / "eval"), "n_figure_episodes": 0, "bootstrap": 0, **eval_kw},
+        })  # fmt: skip
+
+    plugin = TinyPlugin()
+    fitted = cfg([4])
+    path = model_path(fitted, 0, 1)
+    save_model_file(path, plugin, fitted, 0, 1, trainable_state(build(plugin, fitted)), {}, {"benchmark": "embedded", "base": [1, 2, 3], "novel": [4]})
+    evaluate(plugin, cfg([4]), source=source)  # the fit's own split: scored
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: fitted with benchmark 'embedded' novel classes \[4\], evaluated with benchmark 'embedded' novel classes \[3\]"):
+        evaluate(plugin, cfg([3]), source=source)
+    allowed = evaluate(plugin, cfg([3], allow_split_mismatch=True), source=source)
+    assert len(allowed["warnings"]) == 1 and "novel classes [3]" in allowed["warnings"][0]
+    assert "**Warning:**" in (tmp_path / "eval" / "results.md").read_text()

@@ -112,6 +112,9 @@ class EvalConfig(GloconModel):
     out_dir: str = "runs/fewshot/eval"
     weights: str | None = None  # a fit's model.pt (one fold and shot) or a folder with fold<f>-<K>shot/model.pt; default: fit's output
     allow_untrained: bool = False  # score a trainable plugin with no trained weights (benches, smoke tests)
+    # score a model fitted on another class split (its novel classes differ): refused by default,
+    # since the model may have trained on what it is scored on; when allowed, results say so
+    allow_split_mismatch: bool = False
 
 
 class ObjectiveConfig(GloconModel):

@@ -27,7 +27,7 @@ from glocon.fewshot.episodes import EpisodeSet, episodes_for
 from glocon.fewshot.metrics import ClassIoUAccumulator, RegionMapAccumulator, intersection_union
 from glocon.fewshot.report import figure_caption, figure_png, results_markdown
 from glocon.fewshot.sources import build, check_split_separation, class_names, eval_split, fold_split, folds_of, open_source, resolve_device, resolve_paths
-from glocon.fewshot.state import load_model_file, load_trainable_state, weights_for
+from glocon.fewshot.state import check_split, load_model_file, load_trainable_state, weights_for
 from glocon.fewshot.transforms import to_original
 from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 
@@ -113,7 +113,13 @@ def evaluate_episodes(
     return results, figure
 
 
-def prepare_model(plugin: Any, cfg: FewShotConfig, fold: int, shots: int, device: torch.device, prior_path: str | None = None) -> tuple[torch.nn.Module, str]:
+def prepare_model(
+    plugin: Any, cfg: FewShotConfig, fold: int, shots: int, device: torch.device, prior_path: str | None = None,
+    novel: list[int] | None = None, warnings: list[str] | None = None,
+) -> tuple[torch.nn.Module, str]:  # fmt: skip
+    """The model that scores ``fold``'s ``shots``-shot episodes, with its fitted weights. With
+    ``novel``, a model fitted on another class split is refused (``eval.allow_split_mismatch``:
+    scored, and the mismatch appended to ``warnings``)."""
     torch.manual_seed(cfg.seed)
     model = build(plugin, cfg, prior_path)
     weights = "none (training-free)"
@@ -121,6 +127,10 @@ def prepare_model(plugin: Any, cfg: FewShotConfig, fold: int, shots: int, device
         path = weights_for(cfg, fold, shots)
         if path.is_file():
             payload = load_model_file(path, plugin, fold, shots)
+            if novel is not None:
+                mismatch = check_split(payload, path, cfg.data.benchmark, novel, cfg.eval.allow_split_mismatch)
+                if mismatch and warnings is not None:
+                    warnings.append(mismatch)
             load_trainable_state(model, payload["state"], str(path))
             weights = str(path)
         elif cfg.eval.allow_untrained:
@@ -172,6 +182,7 @@ def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, A
         "plugin": plugin.name, "model": cfg.model, "prior": cfg.prior, "benchmark": cfg.data.benchmark, "shots": list(cfg.eval.shots),
         "seed": cfg.seed, "seeds": seeds, "image_size": cfg.image_size, "episodes_per_fold": cfg.eval.episodes, "eval_split": eval_split(cfg),
         "class_names": class_names(src), "folds": {}, "episode_files": {}, "weights": {},
+        "warnings": [],  # e.g. a model scored on another class split than its fit's (eval.allow_split_mismatch)
     }  # fmt: skip
     plans = []
     for fold in folds:
@@ -190,7 +201,7 @@ def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, A
         for fold in folds:
             results["folds"][str(fold)], results["weights"][str(fold)] = {}, {}
             for k in cfg.eval.shots:
-                model, weights = prepare_model(plugin, cfg, fold, k, device)
+                model, weights = prepare_model(plugin, cfg, fold, k, device, novel=fold_split(cfg, fold, src.class_index)[1], warnings=results["warnings"])
                 results["weights"][str(fold)][str(k)] = weights
                 shared = features if features is not None and features.applies(model) else None
                 if shared is not None:

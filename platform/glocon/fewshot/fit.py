@@ -374,7 +374,9 @@ def _fit_one(plugin: Any, cfg: FewShotConfig, fold: int, shots: int, source: Any
         atomic_write_json(folder_of_run / "curve.json", fit_info)
         plot_fit_curves(monitor.curve, folder_of_run / "curves.png", f"{plugin.name} fit, fold {fold}, {shots}-shot", fit_info["best_step"])
     if done:
-        save_model_file(out, plugin, cfg, fold, shots, kept, {"step": step, "metrics": metrics, "cache": cache_root, **{k: v for k, v in fit_info.items() if k != "curve"}})
+        base, novel = fold_split(cfg, fold, open_source(cfg, source, "fit").class_index)
+        info = {"step": step, "metrics": metrics, "cache": cache_root, **{k: v for k, v in fit_info.items() if k != "curve"}}
+        save_model_file(out, plugin, cfg, fold, shots, kept, info, {"benchmark": cfg.data.benchmark, "base": base, "novel": novel})
     return {
         **fit_info,
         "model": str(out) if done else None,

@@ -33,6 +33,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         "mIoU = ΣI/ΣU per class over all episodes, then the mean over the fold's classes (Eq. 14); "
         "FB-IoU = mean of background and foreground ΣI/ΣU (Eq. 15). Values in %.",
         "",
+        *(f"**Warning:** {w}" for w in results.get("warnings", [])),
         "## Per fold",
         "",
         "| fold | " + " | ".join(f"{s}-shot mIoU | {s}-shot FB-IoU" for s in shots) + " | classes |",

@@ -63,12 +63,17 @@ def model_path(cfg: FewShotConfig, fold: int, shots: int) -> Path:
     return run_dir(cfg, fold, shots) / "model.pt"
 
 
-def save_model_file(path: Path, plugin: Any, cfg: FewShotConfig, fold: int, shots: int, state: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Path:
+def save_model_file(
+    path: Path, plugin: Any, cfg: FewShotConfig, fold: int, shots: int, state: Mapping[str, torch.Tensor], info: Mapping[str, Any],
+    split: Mapping[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    """``split``: the data identity the model was fitted on ({"benchmark", "base", "novel"}), which
+    evaluation checks (``check_split``)."""
     from glocon.train.checkpoint import save_tensors
 
     payload = {
         "format": MODEL_FORMAT, "plugin": plugin.name, "model": json.dumps(cfg.model, sort_keys=True), "fold": fold, "shots": shots,
-        "state": dict(state), "info": json.dumps(dict(info), default=str),
+        "state": dict(state), "info": json.dumps(dict(info), default=str), "split": json.dumps(dict(split or {}), sort_keys=True),
     }  # fmt: skip
     return save_tensors(path, payload)
 
@@ -84,6 +89,25 @@ def load_model_file(path: Path, plugin: Any, fold: int, shots: int | None = None
     if int(payload.get("fold", -1)) != fold:
         raise CheckpointError(f"{path}: trained for fold {payload.get('fold')}, evaluated on fold {fold}; novel classes would leak")
     return payload
+
+
+def check_split(payload: Mapping[str, Any], path: Path, benchmark: str, novel: list[int], allow_mismatch: bool) -> str | None:
+    """None when the model was fitted with this benchmark's fold and these novel classes (or
+    records no split: a model.pt from before splits were recorded); else the mismatch, which is
+    an error unless ``allow_mismatch`` (then the caller records it in the results)."""
+    split = json.loads(payload.get("split") or "{}")
+    if not split:
+        return None
+    fitted = (split.get("benchmark"), sorted(int(c) for c in split.get("novel", [])))
+    if fitted == (benchmark, sorted(novel)):
+        return None
+    msg = (
+        f"{path}: fitted with benchmark {fitted[0]!r} novel classes {fitted[1]}, evaluated with benchmark {benchmark!r} novel classes "
+        f"{sorted(novel)}: the model has seen classes it would be scored on as novel"
+    )
+    if not allow_mismatch:
+        raise CheckpointError(msg + " (eval.allow_split_mismatch=true scores it anyway and says so in the results)")
+    return msg
 
 
 def weights_for(cfg: FewShotConfig, fold: int, shots: int) -> Path:
