@@ -717,16 +717,16 @@ def _billion_laughs() -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_billion_laughs_in_the_semantic_class_names_is_a_one_line_error_naming_the_file_within_a_second(tmp_path):
-    import time
+def test_billion_laughs_in_the_semantic_class_names_is_a_one_line_error_naming_the_file_before_it_is_built(tmp_path, monkeypatch):
+    import yaml
 
     root = tmp_path / "camvid"
     root.mkdir()
     (root / "classes.yaml").write_text(_billion_laughs())
-    t0 = time.perf_counter()
+    # refused from the event stream: nothing is built, so it costs no memory or time to expand
+    monkeypatch.setattr(yaml, "safe_load", lambda *a, **k: pytest.fail("the bomb reached yaml.safe_load"))
     with pytest.raises(DataError) as err:
         open_layout(LayoutConfig(layout="semantic", root=str(root), class_names="classes.yaml"))
-    assert time.perf_counter() - t0 < 1
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"data.class_names {root / 'classes.yaml'}: refused to load this YAML: its aliases expand")
 

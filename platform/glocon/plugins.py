@@ -179,3 +179,14 @@ def list_plugins() -> list[dict[str, str]]:
             status, kind, config = f"error: {scan.errors[name]}", "-", "-"
         rows.append({"name": name, "status": status, "kind": kind, "config": config, "source": scan.sources.get(name, "?")})
     return rows
+
+
+def encode_images(model: Any, query: Any, support_images: Any, support_masks: Any) -> tuple[dict, dict, tuple[int, int]]:
+    """What a split model's ``head`` takes, from images: (query features (B, ...), support
+    features (B, K, ...), output size), through its ``encode_query`` / ``encode_support``, the
+    same split the fit cache and evaluation's encode-once read (``glocon.fewshot.encoded``)."""
+    b, k = support_images.shape[:2]
+    if tuple(support_masks.shape[:2]) != (b, k):
+        raise ValueError(f"support_masks {tuple(support_masks.shape)} does not fit support_images {tuple(support_images.shape)}")
+    s = model.encode_support(support_images.flatten(0, 1), support_masks.flatten(0, 1))
+    return model.encode_query(query), {n: t.view(b, k, *t.shape[1:]) for n, t in s.items()}, tuple(query.shape[-2:])

@@ -24,7 +24,7 @@ from glocon.errors import ConfigError
 from glocon.models.backbones import build_backbone
 from glocon.models.prior import PriorExtractor, load_prior_extractor, with_output_stride
 from glocon.ops import IGNORE_INDEX
-from glocon.plugins import Plugin
+from glocon.plugins import Plugin, encode_images
 
 EPS = 1e-7
 
@@ -144,9 +144,7 @@ class ProtoSegmenter(nn.Module):
     ) -> dict[str, Any]:
         if encoded is None:
             assert query is not None and support_images is not None and support_masks is not None
-            b, k = support_images.shape[:2]
-            s = self.encode_support(support_images.flatten(0, 1), support_masks.flatten(0, 1))
-            encoded = (self.encode_query(query), {n: t.view(b, k, *t.shape[1:]) for n, t in s.items()}, tuple(query.shape[-2:]))
+            encoded = encode_images(self, query, support_images, support_masks)
         return self.head(*encoded)
 
     def head(self, q: dict[str, torch.Tensor], s: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from glocon.errors import ConfigError
 from glocon.models.backbones import Backbone, build_backbone, dilate_resnet_
 from glocon.models.prior import PriorExtractor, load_prior_extractor, with_output_stride
 from glocon.ops import IGNORE_INDEX, resize
+from glocon.plugins import encode_images
 
 from glocon_qgnet.fem import FEM, PFENET_BINS, PFENET_FEATURE_SIZE
 from glocon.regionmaps import EPS, category_guider, guided_region_map, k_shot_average, prior_region_map
@@ -263,11 +264,7 @@ class QGNet(nn.Module):
         (B, H, W) in {0, 1, 255} is read by the oracle diagnostic only (``guided_map_source``)."""
         if encoded is None:
             assert query is not None and support_images is not None and support_masks is not None
-            b, k = support_images.shape[:2]
-            if support_masks.shape[:2] != (b, k):
-                raise ValueError(f"support_masks {tuple(support_masks.shape)} does not fit support_images {tuple(support_images.shape)}")
-            s = self.encode_support(support_images.flatten(0, 1), support_masks.flatten(0, 1))
-            encoded = (self.encode_query(query), {n: t.view(b, k, *t.shape[1:]) for n, t in s.items()}, tuple(query.shape[-2:]))
+            encoded = encode_images(self, query, support_images, support_masks)
         if self.wants_query_label:
             if query_label is None:
                 raise ValueError("QGNet: guided_map_source='oracle' needs query_label")
