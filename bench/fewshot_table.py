@@ -5,6 +5,7 @@ of episode files, with bootstrap intervals and paired differences on the same ep
     python bench/fewshot_table.py --data embedded --folds 0      # builds or reuses the shards and the prior it needs
     python bench/fewshot_table.py --data embedded                # all 4 folds
     python bench/fewshot_table.py --data coco128
+    python bench/fewshot_table.py --data embedded --folds 0 --fit-seeds 3   # the spread over training seeds too
 
 Rows (the plugins' own rows and controls, ``glocon.fewshot.variants``, as in the demo): QGNet with
 the pretrained prior, with the prior map off, with an untrained prior of the same architecture,
@@ -13,7 +14,10 @@ with F's own ImageNet features (Lite0) as the prior; the training-free prototype
 diagnostic, QGNet with the ground-truth map (``oracle_map_gain``). Every QGNet fit holds out
 base-val images of the fit split and keeps its best step (``glocon.fewshot.baseval``). Fit reads
 the train split, evaluation the held-out val split; the prior was pretrained on the fit split only.
-Headline figures print last as ``name = value``.
+With ``--fit-seeds N`` each trained row is fitted N times (training seeds ``fit.seed``: initial
+weights, episode order; base-val and the eval episodes stay fixed): a row is the mean over its fits,
+and its intervals resample the fits as well as the episodes (``glocon.fewshot.stats``), since one
+fit's interval covers the episodes only. Headline figures print last as ``name = value``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--rows", nargs="+", default=None, help="only these rows (default: every row and control, and the oracle map)")
+    ap.add_argument("--fit-seeds", type=int, default=1, help="fits per trained row, training seeds seed, seed+1, ... (fit.seed); rows and differences are the mean over fits, intervals also resample the fits")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the few-shot config (e.g. fit.steps=300 eval.seeds=3)")
     args = ap.parse_args(argv)
 
@@ -61,25 +66,38 @@ def main(argv: list[str] | None = None) -> int:
     rows = dict(variants(["qgnet", "proto"]))
     rows[ORACLE] = Variant("qgnet", ("model.guided_map_source=oracle",), "pretrained")
     if args.rows:
+        unknown = [r for r in args.rows if r not in rows]
+        if unknown:  # e.g. key=value overrides placed after --rows, which argparse reads as row names
+            ap.error(f"--rows: unknown row(s) {unknown}; expected some of {list(rows)} (put key=value overrides before --rows)")
         rows = {r: v for r, v in rows.items() if r in args.rows}
-    dirs, fits, chosen = {}, {}, {}
+    dirs: dict[str, list[Path]] = {}
+    fits, chosen = {}, {}
     for row, v in rows.items():
-        cfg = variant_config(
-            config, row, v, priors=priors, fit_shards=shards / "shards-train", eval_shards=shards / "shards-val", folds=args.folds,
-            episodes_dir=out / "episodes", storage=out / "fit", eval_root=out / "eval", extra=args.overrides,
-        )  # fmt: skip
         plugin = load_plugin(v.plugin)
-        cfg, choice = resolve_row(plugin, cfg, v)
-        if choice is not None:
-            chosen[row] = choice
-            scores = ", ".join(f"{' '.join(c)}: {m:.1f}" for c, m in choice["scores"])
-            print(f"[{row}] chosen on base-val: {choice['chosen']} ({scores})", flush=True)
-        if plugin.trainable:
-            t0 = time.perf_counter()
-            summary = fit(plugin, cfg)
-            fits[row] = {"minutes": (time.perf_counter() - t0) / 60, "runs": {f"fold{f}-{k}shot": i for f, per in summary["folds"].items() for k, i in per.items()}}
-        evaluate(plugin, cfg)
-        dirs[row] = out / "eval" / row
+        # one fit per training seed; the first keeps the run's seed (fit.seed unset), so a table
+        # with more fit seeds extends, and reuses, the fits of one with fewer
+        names = [row] + [f"{row}-fit{i}" for i in range(1, args.fit_seeds)] if plugin.trainable else [row]
+        for i, name in enumerate(names):
+            cfg = variant_config(
+                config, name, v, priors=priors, fit_shards=shards / "shards-train", eval_shards=shards / "shards-val", folds=args.folds,
+                episodes_dir=out / "episodes", storage=out / "fit", eval_root=out / "eval", extra=args.overrides,
+            )  # fmt: skip
+            if i:
+                cfg = cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"seed": cfg.seed + i})})
+            cfg, choice = resolve_row(plugin, cfg, v)
+            if choice is not None:
+                chosen[row] = choice
+                scores = ", ".join(f"{' '.join(c)}: {m:.1f}" for c, m in choice["scores"])
+                print(f"[{row}] chosen on base-val: {choice['chosen']} ({scores})", flush=True)
+            if plugin.trainable:
+                t0 = time.perf_counter()
+                summary = fit(plugin, cfg)
+                f = fits.setdefault(row, {"minutes": 0.0, "runs": {}, "fits": 0})
+                f["minutes"] += (time.perf_counter() - t0) / 60
+                f["fits"] += 1
+                f["runs"].update({f"fold{fo}-{k}shot" + (f"-fit{i}" if i else ""): info for fo, per in summary["folds"].items() for k, info in per.items()})
+            evaluate(plugin, cfg)
+            dirs.setdefault(row, []).append(out / "eval" / name)
     pairs = [p for p in comparisons({r: v for r, v in rows.items() if r != ORACLE}) if p[0] in dirs and p[1] in dirs]
     if ORACLE in dirs and "qgnet" in dirs:
         pairs.append((ORACLE, "qgnet"))
@@ -107,12 +125,12 @@ def _headline(dirs: dict, pairs: list, fits: dict, seconds: float) -> None:
             else:
                 out[f"{a.replace('-', '_')}_minus_{b.replace('-', '_')}_{k}shot"] = 100 * v["difference"]
     if "proto-imagenet-tuned" in dirs:
-        m = json.loads((dirs["proto-imagenet-tuned"] / "results.json").read_text())["mean"]
+        m = json.loads((dirs["proto-imagenet-tuned"][0] / "results.json").read_text())["mean"]
         out.update({f"proto_tuned_{k}shot": 100 * m[k]["miou"] for k in m})
     if "qgnet" in fits:
         runs = fits["qgnet"]["runs"]
         out["fit_steps_to_plateau"] = sum(i.get("best_step") or i["step"] for i in runs.values()) / len(runs)
-        out["fit_minutes"] = fits["qgnet"]["minutes"]
+        out["fit_minutes"] = fits["qgnet"]["minutes"] / fits["qgnet"]["fits"]  # one fit of the row, every fold
     out["fewshot_table_minutes"] = seconds / 60
     for k, v in out.items():
         print(f"{k} = {v:.2f}")
@@ -133,22 +151,31 @@ def ensure_inputs(data: str, shards: Path, prior: str | None) -> str:
 
 
 def _table(dirs: dict, args, pairs: list, fits: dict, chosen: dict) -> list[str]:
-    from glocon.fewshot.evaluate import compare
+    from glocon.fewshot.evaluate import compare, over_fits
 
     lines = ["| model | 1-shot mIoU | 5-shot mIoU | 1-shot FB-IoU | 5-shot FB-IoU | fit: kept step (stopped early) / minutes |", "|---|---|---|---|---|---|"]
-    for row, d in dirs.items():
-        m = json.loads((d / "results.json").read_text())["mean"]
+    for row, ds in dirs.items():
+        m = json.loads((ds[0] / "results.json").read_text())["mean"]
         cell = lambda k: f"{100 * m[k]['miou']:.1f} ± {100 * m[k]['miou_std']:.1f} [{100 * m[k]['miou_ci'][0]:.1f}, {100 * m[k]['miou_ci'][1]:.1f}]"  # noqa: E731
+        if len(ds) > 1:  # the mean over fits ± their std [two-level CI] (each fit's)
+            m = over_fits(ds)
+            cell = lambda k: f"{100 * m[k]['miou']:.1f} ± {100 * m[k]['fit_std']:.1f} [{100 * m[k]['miou_ci'][0]:.1f}, {100 * m[k]['miou_ci'][1]:.1f}] ({', '.join(f'{100 * x:.1f}' for x in m[k]['per_fit'])})"  # noqa: E731
         fit = fits.get(row)
-        how = "; ".join(f"{r}: {i.get('best_step', i['step'])}{' (yes)' if i.get('stopped_early') else ''}" for r, i in fit["runs"].items()) + f" / {fit['minutes']:.1f}" if fit else "training-free"
+        how = "; ".join(f"{r}: {i.get('best_step', i['step'])}{' (yes)' if i.get('stopped_early') else ''}" for r, i in fit["runs"].items()) + f" / {fit['minutes'] / fit['fits']:.1f}" if fit else "training-free"
         if row in chosen:
             how += f"; chosen on base-val: `{' '.join(chosen[row]['chosen'])}`"
         lines.append(f"| {row} | {cell('1')} | {cell('5')} | {100 * m['1']['fb_iou']:.1f} | {100 * m['5']['fb_iou']:.1f} | {how} |")
     lines += ["", "| A - B (same episodes) | 1-shot mIoU difference [95% paired CI] | 5-shot |", "|---|---|---|"]
     for a, b in pairs:
         r = compare(dirs[a], dirs[b])["shots"]
-        lines.append(f"| {a} - {b} | " + " | ".join(f"{100 * r[k]['difference']:+.1f} [{100 * r[k]['ci_low']:+.1f}, {100 * r[k]['ci_high']:+.1f}]" for k in ("1", "5")) + " |")
+        each = lambda x: f" (fits: {', '.join(f'{100 * d:+.1f}' for d in x['per_fit'])})" if "per_fit" in x else ""  # noqa: E731
+        lines.append(f"| {a} - {b} | " + " | ".join(f"{100 * r[k]['difference']:+.1f} [{100 * r[k]['ci_low']:+.1f}, {100 * r[k]['ci_high']:+.1f}]{each(r[k])}" for k in ("1", "5")) + " |")
     lines += ["", f"Folds {args.folds}; mIoU in %, mean over folds of the mean over seeds ± the std over seeds of the fold mean [95% bootstrap CI]."]
+    if args.fit_seeds > 1:
+        lines.append(
+            f"Trained rows: {args.fit_seeds} fits (training seeds, `fit.seed`), the mean over fits ± the std over fits [95% CI resampling episodes and fits] "
+            "(each fit's score); differences pair fit i with fit i, and list each fit's difference."
+        )
     if ORACLE in dirs:
         lines.append(f"`{ORACLE}` is a diagnostic (the query's ground truth as the guided map), not a result.")
     return lines

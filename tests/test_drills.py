@@ -43,6 +43,23 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_newest_good_one_and_nam
     assert len(warnings) == 1 and str(latest) in warnings[0]
 
 
+def test_a_run_that_fell_back_never_writes_into_the_damaged_checkpoints_folder(tmp_path):
+    run = _run(tmp_path)  # 10, 20, 30; 30 damaged: the attempt resumes from 20 and trains through 30 again
+    (run / "checkpoint-step00000030" / ckpt.STATE).write_bytes(b"")
+    names = ckpt.CheckpointNames(run)
+    assert [names(s) for s in (25, 30, 40)] == ["checkpoint-step00000025", "checkpoint-step00000030-r1", "checkpoint-step00000040"]
+    (run / "checkpoint-step00000030-r1").mkdir()
+    assert ckpt.CheckpointNames(run)(30) == "checkpoint-step00000030-r2"  # a second fallback
+    assert ckpt.CheckpointNames(None)(30) == "checkpoint-step00000030"  # remote storage: not listed
+    ckpt.save_state(run / "checkpoint-step00000030-r2", _state(31))
+    order = sorted(run.glob("checkpoint-step*"), key=ckpt.checkpoint_order)
+    assert [p.name for p in order][-3:] == ["checkpoint-step00000030", "checkpoint-step00000030-r1", "checkpoint-step00000030-r2"]
+    # the newest attempt's folder falls back past the damaged one of the same step, to 20
+    (run / "checkpoint-step00000030-r2" / ckpt.STATE).write_bytes(b"")
+    state, used = ckpt.load_resumable(run / "checkpoint-step00000030-r2", run, warn=lambda _: None)
+    assert used.name == "checkpoint-step00000020" and state["step"] == 20
+
+
 def test_when_every_checkpoint_is_damaged_the_error_names_each_file(tmp_path):
     run = _run(tmp_path, steps=(10, 20))
     for step in (10, 20):

@@ -208,6 +208,54 @@ def test_paired_bootstrap_sees_a_small_consistent_gain_that_unpaired_spread_hide
         stats.paired_difference([[a]], [[shuffled]], 10, 0)
 
 
+def _scaled(t: stats.EpisodeTable, factor: float) -> stats.EpisodeTable:
+    """t with every foreground intersection scaled (a model uniformly better or worse than t)."""
+    return stats.EpisodeTable(t.classes, t.cls, t.inter * np.array([1.0, factor]), t.union)
+
+
+def test_one_fit_over_fits_is_the_plain_paired_bootstrap():
+    rng = np.random.default_rng(3)
+    a, b = _table(rng, 120), _table(rng, 120)
+    b = stats.EpisodeTable(a.classes, a.cls, b.inter, b.union)
+    assert stats.paired_difference_over_fits([[[a]]], [[[b]]], 500, 4) == stats.paired_difference([[a]], [[b]], 500, 4)
+    assert stats.mean_over_fits([[[a]]], 500, 4)[1].tolist() == stats.mean_over_groups([[a]], 500, 4)[1].tolist()
+
+
+def test_the_interval_over_training_seeds_carries_the_fit_to_fit_spread():
+    """Three fits of A: two beat B on every episode, one loses on every episode. Each pair alone
+    has a tight interval on its own side of 0; over the fits the interval must straddle 0."""
+    rng = np.random.default_rng(0)
+    b = _table(rng, 200)
+    fits = [[[_scaled(b, f)]] for f in (1.04, 0.98, 1.01)]
+    r = stats.paired_difference_over_fits(fits, [[[b]]], 4000, seed=0)
+    alone = [stats.paired_difference(f, [[b]], 4000, 0) for f in fits]
+    assert [x["ci_low"] > 0 for x in alone] == [True, False, True] and alone[1]["ci_high"] < 0
+    assert r["fits"] == 3 and r["per_fit"] == pytest.approx([x["difference"] for x in alone])
+    assert r["difference"] == pytest.approx(np.mean(r["per_fit"]))
+    assert r["ci_low"] < 0 < r["difference"] < r["ci_high"]
+    point, boot = stats.mean_over_fits(fits, 2000, 0)
+    assert point == pytest.approx(np.mean([f[0][0].miou() for f in fits]))
+    assert stats.interval(boot)[0] < _scaled(b, 0.985).miou() and stats.interval(boot)[1] > _scaled(b, 1.025).miou()
+    with pytest.raises(ValueError, match="3 fits of A against 2"):
+        stats.paired_difference_over_fits(fits, [[[b]], [[b]]], 10, 0)
+
+
+def test_the_fit_seed_moves_the_episode_order_but_not_base_val_or_the_eval_episodes(qgnet_and_data):
+    from glocon.fewshot.fit import score_sets, train_sampler
+
+    _, cfg, _, _ = qgnet_and_data
+    source = MemorySource(toy_items(n_per_class=12, size=32), min_pixels=64)
+    other = cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"seed": cfg.seed + 1})})
+    assert cfg.fit_seed == cfg.seed and other.fit_seed == cfg.seed + 1
+    a, b = train_sampler(cfg, source, 0, 1), train_sampler(other, source, 0, 1)
+    assert a.pool == b.pool and a.val_pool == b.val_pool  # the same held-out base-val images
+    assert [a(i) for i in range(8)] != [b(i) for i in range(8)]  # another episode order
+    va, vb = score_sets(cfg, a, 0, 1), score_sets(other, b, 0, 1)
+    assert len(va["base_val"]) > 0
+    assert [va["base_val"](i) for i in range(len(va["base_val"]))] == [vb["base_val"](i) for i in range(len(vb["base_val"]))]
+    assert other.eval_seeds == cfg.eval_seeds
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("fewshot-*.yaml")))
 def test_every_fewshot_config_evaluates_on_its_benchmarks_val_split_with_the_reference_rate(name):
     from glocon.config import load_config

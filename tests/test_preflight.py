@@ -81,6 +81,17 @@ def test_shards_that_do_not_match_their_manifest_are_named_before_ray_starts(tmp
         shard_set("", "data.shards")
 
 
+def test_a_shard_changed_in_place_at_the_same_size_is_named_before_ray_starts(tmp_path):
+    folder = shards(tmp_path / "s", n=8, per_shard=2)
+    shard = folder / "shard-000001.tar"
+    size, data = shard.stat().st_size, bytearray(shard.read_bytes())
+    data[700:716] = bytes(b ^ 0x5A for b in data[700:716])  # inside the first member, past its header
+    shard.write_bytes(bytes(data))
+    assert shard.stat().st_size == size
+    with pytest.raises(PreflightError, match=rf"^data\.shards={re.escape(str(folder))}: shard {re.escape(str(shard))}: sha256 differs from the manifest's .*Rerun make_shards"):
+        check_pretrain(pretrain_cfg(tmp_path, f"data.shards={folder}", "num_workers=1", "batch_size=2"))
+
+
 def test_fewer_samples_than_one_global_batch_names_batch_size(tmp_path):
     folder = shards(tmp_path / "s", n=8, per_shard=4)
     with pytest.raises(PreflightError, match=r"^batch_size=16: the shards hold 8 samples per epoch, less than one global batch"):

@@ -16,8 +16,9 @@ from glocon.config import load_config
 from glocon.models.prior import load_prior_extractor, read_export
 from glocon.train.checkpoint import load_state
 from glocon.train.config import PretrainConfig
+from glocon.train.epochs import epoch_records
 from glocon.train.loop import queue_digest
-from glocon.train.pretrain import METRICS_LOG, epoch_records, run_pretraining, run_summary
+from glocon.train.pretrain import METRICS_LOG, run_pretraining, run_summary
 from glocon.train.queues import KeyQueue
 
 
@@ -86,6 +87,37 @@ def test_killing_a_worker_mid_run_still_finishes_from_the_last_checkpoint(photo_
     starts = [m for m in out.history if m.get("event") == "start"]
     assert [s["step"] for s in starts] == [0, 2]
     assert load_prior_extractor(out.export_path) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before_and_every_kept_checkpoint_stays_on_disk(photo_shards, tmp_path, ray_session):
+    """Issue 22: a pickle payload as the newest checkpoint was skipped and training resumed from
+    the one before, but the re-trained step's checkpoint was written into the damaged one's folder,
+    which Ray's retention then deleted (measured: a run left with 1 of its 2 kept checkpoints, and
+    the next resume died with Ray's "Path not found")."""
+    import os
+    import pickle
+
+    short = ("epochs=1", "data.samples_per_epoch=24", "num_workers=1", "checkpoint.every_steps=1")  # 3 steps, a checkpoint each
+    first = run_pretraining(_cfg(photo_shards, tmp_path, "fallback", *short, "stop_at_step=2"))
+    assert first.result.metrics["step"] == 2
+    run = tmp_path / "fallback"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    (run / "checkpoint-step00000002" / "state.pt").write_bytes(pickle.dumps(Payload()))
+    second = run_pretraining(_cfg(photo_shards, tmp_path, "fallback", *short))
+    assert second.result.error is None and second.result.metrics["step"] == 3
+    assert all(m["resumed_from_step"] == 1 for m in _steps(second.history))  # the damaged step 2 was skipped
+    assert not (tmp_path / "ran").exists()
+    # num_to_keep=2, and both are on disk: the re-trained step 2 has a folder of its own, so
+    # dropping the damaged one (Ray still counts it) deletes nothing the run needs
+    kept = sorted(p.name for p in run.glob("checkpoint-step*"))
+    assert kept == ["checkpoint-step00000002-r1", "checkpoint-step00000003"], kept
+    assert Path(second.result.checkpoint.path).name == "checkpoint-step00000003"
 
 
 @pytest.mark.slow

@@ -15,3 +15,8 @@ class DataError(GloconError, ValueError):
 
 class CheckpointError(GloconError, ValueError):
     """A checkpoint or export cannot be loaded safely."""
+
+
+class PreflightError(ConfigError):
+    """A job that cannot succeed, found by its driver before Ray starts (``glocon.preflight``; also
+    raised by ``glocon.data.shards``, which is why it lives here, below both)."""

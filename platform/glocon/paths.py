@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from glocon.errors import ConfigError
+from glocon.errors import ConfigError, PreflightError
 
 SUBMIT_DIR_ENV = "GLOCON_SUBMIT_DIR"
 # Set by Ray's job supervisor for every entrypoint (ray/dashboard/modules/job/job_supervisor.py,
@@ -88,3 +88,14 @@ def resolve(path: str | None, key: str) -> str | None:
 
 def resolve_all(paths: list[str], key: str) -> list[str]:
     return [resolve(p, f"{key}[{i}]") or p for i, p in enumerate(paths)]
+
+
+def check_out_dir(path: str | os.PathLike, key: str) -> None:
+    """An output folder: it, or the nearest part of it that exists, must be a folder (not a file)."""
+    p = Path(path)
+    for part in (p, *p.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "" if part == p else f": {part} on its path"
+                raise PreflightError(f"{key}={path}{where} is a file, expected a folder (or a path that does not exist yet)")
+            return

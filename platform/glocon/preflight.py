@@ -10,8 +10,10 @@ PR #54833: "we always retry if there is still budget"). So whatever the driver c
 checked here, and a worker is left only with what it cannot know in advance.
 
 Checked: the shard folders or manifests exist and match their shards (every listed file there,
-of the size the manifest says, ending like a finished tar; the sha256 is the readers' check, once
-per process), enough shards for every reader (ranks x loader workers) unless ``data.resampled``,
+of the size the manifest says, ending like a finished tar, with the manifest's sha256: a shard
+changed in place at the same size is named here, not after Ray has retried its workers; hashing
+runs at disk speed, about a second per GB, and is kept per (path, size, mtime) for the process's
+own readers, ``glocon.data.verify``), enough shards for every reader (ranks x loader workers) unless ``data.resampled``,
 at least one global batch, the prior and weights files. Each failure is a ``PreflightError``
 (a ``ConfigError``: the jobs print ``error: <message>`` and exit 2), its message naming the key.
 
@@ -26,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glocon.errors import ConfigError, DataError
+# PreflightError and check_out_dir live below glocon.data.shards, which raises both (make_shards'
+# out_dir checks); glocon.preflight imports the data modules, so defining them here made a cycle
+# (tests/test_import_graph.py). Both are still importable from here.
+from glocon.errors import DataError, PreflightError
+from glocon.paths import check_out_dir
 
 MAKE_SHARDS = "jobs/make_shards.py"
-
-
-class PreflightError(ConfigError):
-    """A job that cannot succeed, found by its driver before Ray starts."""
 
 
 @dataclass
@@ -47,6 +49,7 @@ def shard_set(spec: str | None, key: str) -> ShardSet:
     """The shards of a folder or manifest, checked against the manifest; errors name ``key``."""
     from glocon.data.readers import check_tar_end
     from glocon.data.shards import MANIFEST_NAME, Manifest
+    from glocon.data.verify import check_shard
 
     if not spec:
         raise PreflightError(f"{key} is empty: expected a shard folder or manifest.json (make it with {MAKE_SHARDS})")
@@ -74,6 +77,10 @@ def shard_set(spec: str | None, key: str) -> ShardSet:
             check_tar_end(shard)
         except DataError as exc:
             raise PreflightError(f"{key}={spec}: {exc} (rerun make_shards with the same config to rebuild it)") from None
+        try:
+            check_shard(shard, entry.sha256, listed)  # its message says how to rebuild it
+        except DataError as exc:
+            raise PreflightError(f"{key}={spec}: {exc}") from None
     urls = manifest.urls()
     if not urls:
         t = manifest.totals
@@ -106,17 +113,6 @@ def check_file(path: str | None, key: str, what: str) -> None:
         raise PreflightError(f"{key} is empty: expected {what}")
     if "://" not in path and not os.path.isfile(path):
         raise PreflightError(f"{key}={path}: no such file (expected {what})")
-
-
-def check_out_dir(path: str | os.PathLike, key: str) -> None:
-    """An output folder: it, or the nearest part of it that exists, must be a folder (not a file)."""
-    p = Path(path)
-    for part in (p, *p.parents):
-        if part.exists():
-            if not part.is_dir():
-                where = "" if part == p else f": {part} on its path"
-                raise PreflightError(f"{key}={path}{where} is a file, expected a folder (or a path that does not exist yet)")
-            return
 
 
 def check_pretrain(cfg: Any, *, ranks_key: str = "num_workers") -> None:

@@ -61,10 +61,9 @@ from glocon.data.record import Record, class_pixels, classes_present
 from glocon.ops import IGNORE_INDEX
 from glocon.data.schema import MASK, REQUIRED, Sample, encode_sample, tar_key
 from glocon.data.superpixels import SuperpixelConfig, superpixels
-from glocon.errors import DataError
+from glocon.errors import DataError, PreflightError
 from glocon.io import atomic_open, atomic_write_json, sha256_file
-from glocon.paths import resolve
-from glocon.preflight import PreflightError, check_out_dir
+from glocon.paths import check_out_dir, resolve
 from glocon.raycluster import RayConfig
 
 MANIFEST_NAME = "manifest.json"

@@ -42,6 +42,10 @@ class CacheConfig(GloconModel):
 
 
 class FitConfig(GloconModel):
+    # the training seed: initial weights, episode order, dropout. None: the run's ``seed``. Base-val,
+    # the cached views and the eval episodes stay on ``seed``, so fits that differ only here are
+    # scored on the same episodes and read the same feature cache (bench/fewshot_table.py --fit-seeds)
+    seed: int | None = None
     steps: int | None = None  # total optimiser steps per model; or give epochs
     epochs: float | None = None  # passes over the base-class query images (PFENet: 200 on PASCAL)
     batch_size: int = Field(4, gt=0)  # global, split over workers (PFENet / paper: 4)
@@ -137,6 +141,10 @@ class FewShotConfig(GloconModel):
     eval: EvalConfig = EvalConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     ray: RayConfig = RayConfig()
+
+    @property
+    def fit_seed(self) -> int:
+        return self.seed if self.fit.seed is None else self.fit.seed
 
     @property
     def eval_seeds(self) -> list[int]:

@@ -12,8 +12,9 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from glocon.config import save_resolved
@@ -259,21 +260,56 @@ def fold_means(results: Mapping[str, Any], counts: Mapping[str, Any], reps: int,
     return out
 
 
-def compare(a_dir: str | Path, b_dir: str | Path, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """mIoU of result A minus result B on the same episodes, per shot (4-fold mean), paired bootstrap."""
-    loaded = []
-    for d in (a_dir, b_dir):
-        d = Path(d)
-        if not (d / "results.json").is_file() or not (d / COUNTS).is_file():
-            raise ConfigError(f"compare: {d} holds no evaluation (expected results.json and {COUNTS}; run `glocon fewshot eval`)")
-        loaded.append((json.loads((d / "results.json").read_text()), json.loads((d / COUNTS).read_text())))
-    (ra, ca), (rb, cb) = loaded
-    shared = sorted(set(ca) & set(cb))
-    mismatch = [g for g in shared if ca[g]["sha256"] != cb[g]["sha256"]]
-    if set(ca) != set(cb) or mismatch:
-        raise ConfigError(f"compare: {a_dir} and {b_dir} were not scored on the same episode files ({mismatch[:2] or sorted(set(ca) ^ set(cb))[:2]})")
-    out = {"a": str(a_dir), "b": str(b_dir), "shots": {}}
+def _load_eval(d: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    d = Path(d)
+    if not (d / "results.json").is_file() or not (d / COUNTS).is_file():
+        raise ConfigError(f"compare: {d} holds no evaluation (expected results.json and {COUNTS}; run `glocon fewshot eval`)")
+    return json.loads((d / "results.json").read_text()), json.loads((d / COUNTS).read_text())
+
+
+def _same_episodes(loaded: list[tuple[Path, dict[str, Any]]]) -> None:
+    """Every evaluation scored the same episode files (names and sha256), or a ConfigError naming two."""
+    (d0, c0), *rest = loaded
+    for d, c in rest:
+        mismatch = [g for g in sorted(set(c0) & set(c)) if c0[g]["sha256"] != c[g]["sha256"]]
+        if set(c0) != set(c) or mismatch:
+            raise ConfigError(f"compare: {d0} and {d} were not scored on the same episode files ({mismatch[:2] or sorted(set(c0) ^ set(c))[:2]})")
+
+
+def _as_dirs(x: str | Path | Sequence[str | Path]) -> list[Path]:
+    return [Path(x)] if isinstance(x, (str, Path)) else [Path(d) for d in x]
+
+
+def compare(a_dir: str | Path | Sequence[str | Path], b_dir: str | Path | Sequence[str | Path], reps: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """mIoU of result A minus result B on the same episodes, per shot (4-fold mean), paired bootstrap.
+
+    A (and B) may be several evaluations of one recipe fitted with different training seeds
+    (``fit.seed``): the difference is then the mean over fits, fit i of A paired with fit i of B (or
+    with B's one evaluation when B is training-free), and the interval also resamples the fits
+    (``stats.paired_difference_over_fits``)."""
+    a_dirs, b_dirs = _as_dirs(a_dir), _as_dirs(b_dir)
+    la, lb = [_load_eval(d) for d in a_dirs], [_load_eval(d) for d in b_dirs]
+    _same_episodes([(d, c) for d, (_, c) in zip([*a_dirs, *b_dirs], [*la, *lb])])
+    ra = la[0][0]
+    out: dict[str, Any] = {"a": str(a_dir) if len(a_dirs) == 1 else [str(d) for d in a_dirs], "b": str(b_dir) if len(b_dirs) == 1 else [str(d) for d in b_dirs], "shots": {}}
     for k in ra["shots"]:
-        out["shots"][str(k)] = stats.paired_difference(tables_of(ra, ca, k), tables_of(rb, cb, k), reps, seed)
-        out["shots"][str(k)].update(a_miou=ra["mean"][str(k)]["miou"], b_miou=rb["mean"][str(k)]["miou"])
+        ta, tb = [tables_of(r, c, k) for r, c in la], [tables_of(r, c, k) for r, c in lb]
+        out["shots"][str(k)] = stats.paired_difference_over_fits(ta, tb, reps, seed)
+        out["shots"][str(k)].update(a_miou=_mean([r["mean"][str(k)]["miou"] for r, _ in la]), b_miou=_mean([r["mean"][str(k)]["miou"] for r, _ in lb]))
+    return out
+
+
+def over_fits(dirs: Sequence[str | Path], reps: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """One recipe's evaluations, one per training seed, on the same episodes -> per shot: the mean
+    over fits of mIoU and FB-IoU, each fit's mIoU, their std, and a two-level bootstrap CI."""
+    loaded = [_load_eval(d) for d in dirs]
+    _same_episodes([(Path(d), c) for d, (_, c) in zip(dirs, loaded)])
+    out: dict[str, Any] = {}
+    for k in loaded[0][0]["shots"]:
+        per_fit = [r["mean"][str(k)]["miou"] for r, _ in loaded]
+        point, boot = stats.mean_over_fits([tables_of(r, c, k) for r, c in loaded], reps, seed)
+        out[str(k)] = {
+            "miou": point, "fb_iou": _mean([r["mean"][str(k)]["fb_iou"] for r, _ in loaded]), "per_fit": per_fit,
+            "fit_std": float(np.std(per_fit, ddof=1)) if len(per_fit) > 1 else 0.0, "miou_ci": list(stats.interval(boot)) if reps else None,
+        }  # fmt: skip
     return out

@@ -119,7 +119,7 @@ def train_sampler(cfg: FewShotConfig, source: Any, fold: int, shots: int) -> Tra
     base, novel = fold_split(cfg, fold, source.class_index)
     keys = sorted({str(k) for ks in source.class_index.values() for k in ks})
     return TrainEpisodeSampler(
-        source.class_index, benchmark=cfg.data.benchmark, fold=fold, shots=shots, seed=cfg.seed,
+        source.class_index, benchmark=cfg.data.benchmark, fold=fold, shots=shots, seed=cfg.fit_seed,
         base=base, novel=novel, image_classes=source_image_classes(source), held_out=baseval.held_out(keys, cfg.fit.val_fraction, cfg.seed),
         novel_images=cfg.fit.novel_images,
     )  # fmt: skip
@@ -137,10 +137,12 @@ def score_sets(cfg: FewShotConfig, sampler: TrainEpisodeSampler, fold: int, shot
     return out
 
 
-def train_dataset(cfg: FewShotConfig, source: Any, sampler: TrainEpisodeSampler, indices: list[int], cache_root: str | None) -> Any:
+def train_dataset(cfg: FewShotConfig, source: Any, sampler: Any, indices: list[int], cache_root: str | None, seed: int) -> Any:
+    """Episodes as tensors; ``seed`` picks the views (the fit seed for training, the run's for the
+    fixed base-val / base-train sets, so every fit seed is scored on the same views)."""
     if cache_root is not None:
-        return fcache.CachedTrainEpisodes(fcache.FeatureCache(Path(cache_root)), sampler, cfg.seed, indices)
-    return TrainEpisodes(source, sampler, cfg.image_size, cfg.seed, indices, cfg.fit.scale)
+        return fcache.CachedTrainEpisodes(fcache.FeatureCache(Path(cache_root)), sampler, seed, indices)
+    return TrainEpisodes(source, sampler, cfg.image_size, seed, indices, cfg.fit.scale)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -149,7 +151,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from glocon.raycluster import quiet_train_reports
-    from glocon.train.checkpoint import load_resumable, load_tensors, rng_state, save_tensors, set_rng_state
+    from glocon.train.checkpoint import CheckpointNames, load_resumable, load_tensors, rng_state, save_tensors, set_rng_state
 
     quiet_train_reports()
     cfg = FewShotConfig.model_validate(config["cfg"])
@@ -162,12 +164,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     source = CachedSource(open_source(cfg, config.get("source")))
     sampler = train_sampler(cfg, source, fold, shots)
     steps = total_steps(cfg, sampler)
-    torch.manual_seed(cfg.seed)  # same initial weights on every worker
+    torch.manual_seed(cfg.fit_seed)  # same initial weights on every worker
     model = build(plugin, cfg).to(device)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     step = 0
     monitor = baseval.Monitor(cfg.fit.patience)
-    scored = {name: (eps, train_dataset(cfg, source, eps, list(range(len(eps))), config.get("cache_root"))) for name, eps in score_sets(cfg, sampler, fold, shots).items()}
+    scored = {name: (eps, train_dataset(cfg, source, eps, list(range(len(eps))), config.get("cache_root"), cfg.seed)) for name, eps in score_sets(cfg, sampler, fold, shots).items()}
+    checkpoint_name = CheckpointNames(run_dir(cfg, fold, shots) if "://" not in cfg.fit.storage_path else None)  # before this attempt writes any
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as latest:
@@ -182,7 +185,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if rng.is_file():
                 set_rng_state(load_tensors(rng))
     else:
-        torch.manual_seed(seeds.worker(cfg.seed, rank))  # per-worker randomness (dropout)
+        torch.manual_seed(seeds.worker(cfg.fit_seed, rank))  # per-worker randomness (dropout)
     resumed_from = step
     # a run that base-val already stopped trains nothing more when it is resumed
     end = step if monitor.stopped else min(steps, cfg.fit.stop_at_step) if cfg.fit.stop_at_step is not None else steps
@@ -193,7 +196,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         net = DistributedDataParallel(model, find_unused_parameters=True)
     per_worker = cfg.fit.batch_size // world
-    dataset = train_dataset(cfg, source, sampler, worker_indices(step, end, cfg.fit.batch_size, rank, per_worker), config.get("cache_root"))
+    dataset = train_dataset(cfg, source, sampler, worker_indices(step, end, cfg.fit.batch_size, rank, per_worker), config.get("cache_root"), cfg.fit_seed)
     if actor is not None and rank == 0:
         actor.push.remote({"event": "start", "step": step, "total_steps": steps, "resumed_from_step": resumed_from})
     losses: list[float] = []  # since the last checkpoint
@@ -226,7 +229,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     )  # fmt: skip
                     atomic_write_json(Path(tmp) / "metrics.json", dict(m, loss_mean=sum(losses) / len(losses), stopped=monitor.stopped, best_step=monitor.best_step))
                 save_tensors(Path(tmp) / f"rng-rank{rank}.pt", rng_state())
-                ray.train.report(dict(m, loss_mean=sum(losses) / len(losses)), checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"checkpoint-step{s:08d}")
+                ray.train.report(dict(m, loss_mean=sum(losses) / len(losses)), checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=checkpoint_name(s))
             losses.clear()
             maybe_die(cfg.fit.fault, s, rank)
         return stop

@@ -35,13 +35,13 @@ def objective(
         src, cfg.episodes_dir, benchmark=cfg.data.benchmark, fold=fold, mode="val", shots=cfg.objective.shots,
         n_episodes=cfg.objective.episodes, seed=cfg.seed, base=base, novel=novel,
     )  # fmt: skip
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.fit_seed)
     model = build(plugin, cfg, prior_path).to(device)
     if getattr(plugin, "trainable", False) and cfg.objective.fit_steps > 0:
         sampler = train_sampler(cfg, src, fold, cfg.objective.shots)
         steps = cfg.objective.fit_steps
         optimizer, scheduler = make_optimizer(model, cfg, steps)
-        dataset = TrainEpisodes(src, sampler, cfg.image_size, cfg.seed, worker_indices(0, steps, cfg.fit.batch_size, 0, cfg.fit.batch_size), cfg.fit.scale)
+        dataset = TrainEpisodes(src, sampler, cfg.image_size, cfg.fit_seed, worker_indices(0, steps, cfg.fit.batch_size, 0, cfg.fit.batch_size), cfg.fit.scale)
         train_steps(model, model.loss, optimizer, scheduler, dataset, batch_size=cfg.fit.batch_size, start_step=0, device=device)
     if features is None and cfg.eval.encode_once:
         features = EncodedEval()

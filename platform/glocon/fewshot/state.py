@@ -147,7 +147,9 @@ def checkpoint_folder(result: Any, folder: Path) -> Path:
     ckpt = getattr(result, "checkpoint", None)
     if ckpt is not None:
         return Path(ckpt.path) if os.path.isdir(ckpt.path) else Path(ckpt.to_directory())
-    found = sorted(folder.glob("checkpoint-step*"))
+    from glocon.train.checkpoint import checkpoint_order
+
+    found = sorted(folder.glob("checkpoint-step*"), key=checkpoint_order)
     if not found:
         raise CheckpointError(f"fit: no checkpoint under {folder} (the run reported none)")
     return found[-1]

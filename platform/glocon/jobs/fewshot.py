@@ -21,7 +21,7 @@ from glocon.config import load_config, split_cli
 from glocon.errors import ConfigError
 from glocon.jobmain import run_job
 
-USAGE = "usage: fewshot.py fit|eval --plugin NAME --config FILE.yaml [key=value ...] | fewshot.py compare EVAL_DIR_A EVAL_DIR_B"
+USAGE = "usage: fewshot.py fit|eval --plugin NAME --config FILE.yaml [key=value ...] | fewshot.py compare EVAL_DIR_A[,A_FIT2,...] EVAL_DIR_B[,...] (commas: one recipe fitted with several fit.seed)"
 
 
 def parse(argv: list[str]) -> tuple[str, str | None, list[str]]:
@@ -55,7 +55,7 @@ def load(argv: list[str]) -> tuple[str, Any, Any]:
     if verb == "compare":
         if len(rest) != 2:
             raise ConfigError(f"compare takes two evaluation folders; {USAGE}")
-        return verb, None, rest
+        return verb, None, [r.split(",") if "," in r else r for r in rest]
     path, overrides = split_cli(rest)
     if plugin_name:
         overrides = [*overrides, f"plugin={plugin_name}"]
@@ -78,6 +78,8 @@ def run(job: tuple[str, Any, Any]) -> None:
         for k, r in out["shots"].items():
             print(f"{k}-shot: mIoU {100 * r['a_miou']:.2f} - {100 * r['b_miou']:.2f} = {100 * r['difference']:+.2f} "
                   f"(95% paired-bootstrap CI {100 * r['ci_low']:+.2f} .. {100 * r['ci_high']:+.2f}, {r['resamples']} resamples)")
+            if "per_fit" in r:
+                print(f"  over {r['fits']} training seeds; each fit's difference: " + ", ".join(f"{100 * d:+.2f}" for d in r["per_fit"]))
         for k, r in out["shots"].items():
             print(f"miou_difference_{k}shot = {100 * r['difference']:.3f}")
         return

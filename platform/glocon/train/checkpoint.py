@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,9 +56,42 @@ def load_state(folder: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+_NAME = re.compile(r"^checkpoint-step(\d+)(?:-r(\d+))?$")
+
+
 def _step_of(folder: Path) -> int:
-    digits = "".join(ch for ch in folder.name if ch.isdigit())
-    return int(digits) if digits else -1
+    m = _NAME.match(Path(folder).name)
+    return int(m.group(1)) if m else -1
+
+
+def checkpoint_order(folder: Path) -> tuple[int, int]:
+    """Sort key of a checkpoint folder: (step, attempt); ``-r<k>`` marks a later attempt's folder."""
+    m = _NAME.match(Path(folder).name)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else (-1, -1)
+
+
+class CheckpointNames:
+    """The folder name of each checkpoint this attempt writes: ``checkpoint-step<NNNNNNNN>``, or
+    ``...-r<k>`` when an earlier attempt left a folder of that name.
+
+    A run that resumed from an older checkpoint because the newest one was damaged
+    (``load_resumable``) trains through the damaged one's step again. Reported under the same
+    name, the new checkpoint lands in the damaged one's folder, and Ray Train, which still counts
+    the damaged one, deletes that folder when retention (``num_to_keep``) drops it: the newest
+    checkpoint vanishes, and the next resume fails with Ray's "Path not found". The folders are
+    listed once, when the worker starts (before any of this attempt's checkpoints exist), so every
+    rank derives the same names. Remote storage is not listed (its runs never fall back)."""
+
+    def __init__(self, run_dir: str | os.PathLike | None) -> None:
+        folder = Path(run_dir) if run_dir is not None else None
+        self.taken = {p.name for p in folder.glob("checkpoint-step*")} if folder is not None and folder.is_dir() else set()
+
+    def __call__(self, step: int) -> str:
+        name, k = f"checkpoint-step{step:08d}", 0
+        while name in self.taken:
+            k += 1
+            name = f"checkpoint-step{step:08d}-r{k}"
+        return name
 
 
 def load_resumable(
@@ -77,7 +111,7 @@ def load_resumable(
     candidates = [folder]
     if run_dir is not None and Path(run_dir).is_dir():
         older = [p for p in Path(run_dir).glob("checkpoint-step*") if p.is_dir() and _step_of(p) < _step_of(folder)]
-        candidates += sorted(older, key=_step_of, reverse=True)
+        candidates += sorted(older, key=checkpoint_order, reverse=True)
     errors = []
     for candidate in candidates:
         try:

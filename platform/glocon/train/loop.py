@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from glocon import seeds
 from glocon.io import atomic_write_json
 from glocon.models.prior import PriorExtractor, save_export
-from glocon.train.checkpoint import METRICS, PRIOR, load_resumable, load_tensors, rng_file, rng_state, save_state, save_tensors, set_rng_state
+from glocon.train.checkpoint import METRICS, PRIOR, CheckpointNames, load_resumable, load_tensors, rng_file, rng_state, save_state, save_tensors, set_rng_state
 from glocon.train.config import PretrainConfig
 from glocon.train.faults import maybe_die
 from glocon.train.data import count_samples, shard_list, view_batches, worker_samples
@@ -101,6 +101,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     step, resumed_from, resumed_sha = 0, -1, ""
+    checkpoint_name = CheckpointNames(cfg.run_dir if "://" not in cfg.storage_path else None)  # before this attempt writes any
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as latest:
@@ -143,7 +144,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         prober = EpochProber(p.train_shards or cfg.data.shards, p.val_shards, p.limit, p.input_size, p.map)
 
     def report(metrics: dict[str, Any], epoch_end: bool) -> str:
-        name = f"checkpoint-step{step:08d}"
+        name = checkpoint_name(step)
         if prober is not None and epoch_end and (metrics["epoch"] + 1) % cfg.probe.every_epochs == 0:
             t_probe = time.perf_counter()
             metrics["probe_retrieval_miou"] = prober(model)  # rank 0 only; the others wait at the next collective

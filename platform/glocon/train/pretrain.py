@@ -26,7 +26,8 @@ For the sweep helper
   end has ``metrics[0]["epoch_end"] is True`` and ``Path(checkpoint.path) / "prior.pt"`` is that
   epoch's export.
 - ``epoch_records(storage_path, name)``: after (or during) a run, the finished epochs as
-  ``EpochRecord(epoch, metrics, prior_path)``, read from ``epochs/``.
+  ``EpochRecord(epoch, metrics, prior_path)``, read from ``epochs/`` (defined in
+  ``glocon.train.epochs``, which the probe reads them with without importing this module).
 """
 
 from __future__ import annotations
@@ -46,18 +47,12 @@ from glocon.models.prior import PriorExtractor, save_export
 from glocon.paths import resolve, resolve_all
 from glocon.preflight import check_pretrain
 from glocon.raycluster import train_logging
-from glocon.train.checkpoint import METRICS, PRIOR, load_state
+from glocon.train.checkpoint import load_state
 from glocon.train.config import PretrainConfig
+from glocon.train.epochs import EpochRecord, epoch_records  # noqa: F401  (re-exported: this module's API for the sweep helper)
 
 EXPORT_NAME = "prior.pt"
 METRICS_LOG = "metrics.jsonl"
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    metrics: dict[str, Any]
-    prior_path: Path
 
 
 @dataclass
@@ -131,16 +126,6 @@ def build_trainer(cfg: PretrainConfig, *, callbacks: list | None = None, metrics
             logging_config=train_logging(),
         ),
     )
-
-
-def epoch_records(storage_path: str | os.PathLike, name: str) -> list[EpochRecord]:
-    """Finished epochs of a run: metrics + the path of that epoch's prior export, in epoch order."""
-    root = Path(storage_path).expanduser().resolve() / name / "epochs"
-    out = []
-    for d in sorted(root.glob("epoch-*")):
-        if (d / PRIOR).is_file() and (d / METRICS).is_file():
-            out.append(EpochRecord(int(d.name.split("-")[1]), json.loads((d / METRICS).read_text()), d / PRIOR))
-    return out
 
 
 def export_from_checkpoint(checkpoint_dir: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfig) -> Path:
