@@ -240,6 +240,39 @@ def test_the_interval_over_training_seeds_carries_the_fit_to_fit_spread():
         stats.paired_difference_over_fits(fits, [[[b]], [[b]]], 10, 0)
 
 
+def _eval_dir(root: Path, table: stats.EpisodeTable, sha: str = "same") -> Path:
+    """An evaluation folder as ``evaluate`` writes it (results.json + counts), one fold, seed and shot."""
+    import json
+
+    from glocon.fewshot.evaluate import COUNTS
+
+    root.mkdir(parents=True)
+    rows = np.column_stack([table.cls, table.inter[:, 0], table.union[:, 0], table.inter[:, 1], table.union[:, 1]]).tolist()
+    (root / COUNTS).write_text(json.dumps({"fold0-1shot-seed321": {"classes": table.classes, "rows": rows, "sha256": sha}}))
+    mean = {"1": {"miou": table.miou(), "fb_iou": table.fb_iou()}}
+    (root / "results.json").write_text(json.dumps({"shots": [1], "folds": {"0": {}}, "seeds": [321], "mean": mean}))
+    return root
+
+
+def test_compare_over_fits_reads_one_evaluation_per_fit_and_pairs_them(tmp_path):
+    from glocon.fewshot.evaluate import compare, over_fits
+
+    rng = np.random.default_rng(5)
+    b = _table(rng, 150)
+    fits = [_scaled(b, f) for f in (1.05, 0.99)]
+    a_dirs = [_eval_dir(tmp_path / f"a{i}", t) for i, t in enumerate(fits)]
+    b_dir = _eval_dir(tmp_path / "b", b)
+    r = compare(a_dirs, b_dir, reps=500, seed=2)["shots"]["1"]
+    want = stats.paired_difference_over_fits([[[t]] for t in fits], [[[b]]], 500, 2)
+    assert r["difference"] == pytest.approx(want["difference"]) and r["per_fit"] == pytest.approx(want["per_fit"])
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((want["ci_low"], want["ci_high"]))
+    o = over_fits(a_dirs, reps=500)["1"]
+    assert o["per_fit"] == pytest.approx([t.miou() for t in fits]) and o["miou"] == pytest.approx(np.mean(o["per_fit"])) and o["fit_std"] > 0
+    other = _eval_dir(tmp_path / "c", fits[1], sha="another")
+    with pytest.raises(ConfigError, match="not scored on the same episode files"):
+        compare([a_dirs[0], other], b_dir)
+
+
 def test_the_fit_seed_moves_the_episode_order_but_not_base_val_or_the_eval_episodes(qgnet_and_data):
     from glocon.fewshot.fit import score_sets, train_sampler
 
