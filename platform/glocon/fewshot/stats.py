@@ -123,26 +123,25 @@ def paired_difference_over_fits(
     own difference."""
     if len(b) not in (1, len(a)):
         raise ValueError(f"paired comparison: {len(a)} fits of A against {len(b)} of B (expected 1 or {len(a)})")
-    pairs = [(ga, b[i] if len(b) > 1 else b[0]) for i, ga in enumerate(a)]
     rng = np.random.default_rng(seed)
-    per_fit, points = np.zeros((len(pairs), reps)), np.zeros(len(pairs))
+    per_fit, points = np.zeros((len(a), reps)), np.zeros(len(a))
     n_folds = len(a[0])
     for f in range(n_folds):
         n_seeds = len(a[0][f])
         for s in range(n_seeds):
-            w = None
-            for i, (ga, gb) in enumerate(pairs):
-                ta, tb = ga[f][s], gb[f][s]
-                if not (np.array_equal(ta.cls, tb.cls) and ta.classes == tb.classes):
-                    raise ValueError("paired comparison: the two results were not scored on the same episodes")
-                if w is None:
-                    w = resample_weights(len(ta.cls), reps, rng)
-                per_fit[i] += (getattr(ta, f"weights_{metric}")(w) - getattr(tb, f"weights_{metric}")(w)) / (n_seeds * n_folds)
-                points[i] += (getattr(ta, metric)() - getattr(tb, metric)()) / (n_seeds * n_folds)
+            tas, tbs = [ga[f][s] for ga in a], [gb[f][s] for gb in b]
+            if any(not (np.array_equal(t.cls, tbs[0].cls) and t.classes == tbs[0].classes) for t in tas + tbs):
+                raise ValueError("paired comparison: the two results were not scored on the same episodes")
+            w = resample_weights(len(tbs[0].cls), reps, rng)  # one episode draw for every model
+            b_boot, b_point = [getattr(t, f"weights_{metric}")(w) for t in tbs], [getattr(t, metric)() for t in tbs]  # B once, also when it is one training-free row
+            for i, ta in enumerate(tas):
+                j = i if len(b) > 1 else 0
+                per_fit[i] += (getattr(ta, f"weights_{metric}")(w) - b_boot[j]) / (n_seeds * n_folds)
+                points[i] += (getattr(ta, metric)() - b_point[j]) / (n_seeds * n_folds)
     boot = _resample_fits(per_fit, rng)
     lo, hi = interval(boot)
     out: dict[str, Any] = {"difference": float(points.mean()), "ci_low": lo, "ci_high": hi, "p_not_better": float(np.mean(boot <= 0)), "resamples": reps}
-    if len(pairs) > 1:
-        out["fits"] = len(pairs)
+    if len(a) > 1:
+        out["fits"] = len(a)
         out["per_fit"] = [float(x) for x in points]
     return out

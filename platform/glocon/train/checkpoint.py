@@ -59,15 +59,14 @@ def load_state(folder: str | os.PathLike) -> dict[str, Any]:
 _NAME = re.compile(r"^checkpoint-step(\d+)(?:-r(\d+))?$")
 
 
-def _step_of(folder: Path) -> int:
-    m = _NAME.match(Path(folder).name)
-    return int(m.group(1)) if m else -1
-
-
 def checkpoint_order(folder: Path) -> tuple[int, int]:
     """Sort key of a checkpoint folder: (step, attempt); ``-r<k>`` marks a later attempt's folder."""
     m = _NAME.match(Path(folder).name)
     return (int(m.group(1)), int(m.group(2) or 0)) if m else (-1, -1)
+
+
+def _step_of(folder: Path) -> int:
+    return checkpoint_order(folder)[0]
 
 
 class CheckpointNames:
