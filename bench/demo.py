@@ -3,9 +3,11 @@
     python bench/demo.py                 # the embedded default data, configs/demo.yaml
     python bench/demo.py --keep runs/demo-bench
 
-Installation is not timed (the goal is "under 20 minutes after installation"). The baseline
-measured in the same process is a second run over the same folder: every stage must be reused,
-so its wall time is the pipeline's bookkeeping overhead. Headline figure last: `demo_wall_s`.
+Installation is not timed (issue 19's goal: 15 minutes on 2 cores after installation). The
+folder, the embedded-data cache and the feature store (``GLOCON_STORE``) all start empty, so every
+frozen forward pass is paid once. The baseline measured in the same process is a second run over
+the same folder: every stage must be reused, so its wall time is the pipeline's bookkeeping
+overhead. Headline figures last: `demo_probe_s`, `demo_fewshot_s`, `demo_rerun_s`, `demo_wall_s`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GOAL_S = 20 * 60
+GOAL_S = 15 * 60
 
 
 def main() -> int:
@@ -36,6 +38,7 @@ def main() -> int:
     out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="glocon-demo-bench-"))
     cache = out / "cache"  # a fresh embedded-data cache too, so its generation is timed
     os.environ["GLOCON_CACHE"] = str(cache)
+    os.environ["GLOCON_STORE"] = str(out / "store")  # an empty feature store: nothing computed before is read
     cfg = load_config(DemoConfig, args.config, [f"out={out / 'demo'}", *args.overrides])
     t0 = time.perf_counter()
     first = run_demo(cfg)
@@ -50,8 +53,15 @@ def main() -> int:
     print(f"rerun reused every stage: {reused}")
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
+    store = first.get("store") or {}
+    if store:
+        print(f"feature store: {store['hits']} hits, {store['misses']} misses, read {store['bytes_read'] / 2**20:.0f} MiB, wrote {store['bytes_written'] / 2**20:.0f} MiB")
+    stages = first["stages"]
+    print(f"store_hit_rate = {store.get('hit_rate') or 0:.3f}")
+    print(f"demo_probe_s = {stages.get('probe', {}).get('wall_s', 0):.1f}")
+    print(f"demo_fewshot_s = {sum(st['wall_s'] for n, st in stages.items() if n.startswith('fewshot-')):.1f}")
     print(f"demo_rerun_s = {rerun:.1f}")
-    print(f"demo_wall_vs_20min_goal = {wall / GOAL_S:.3f}")
+    print(f"demo_wall_vs_15min_goal = {wall / GOAL_S:.3f}")
     print(f"demo_wall_s = {wall:.1f}")
     return 0 if reused else 1
 

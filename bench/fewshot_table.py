@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from glocon.models.prior import PriorArch, read_export, save_imagenet_export, save_untrained_export
     from glocon.plugins import load_plugin
 
-    t_start = time.perf_counter()
+    t_start, t_store = time.perf_counter(), time.time()
     shards = Path(args.shards or REPO / "runs" / f"learning-{args.data}").resolve()
     args.prior = ensure_inputs(args.data, shards, args.prior)
     out = Path(args.out or REPO / "runs" / f"fewshot-table-{args.data}").resolve()
@@ -104,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     lines = _table(dirs, args, pairs, fits, chosen)
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    _headline(dirs, pairs, fits, time.perf_counter() - t_start)
+    _headline(dirs, pairs, fits, time.perf_counter() - t_start, t_store)
     return 0
 
 
-def _headline(dirs: dict, pairs: list, fits: dict, seconds: float) -> None:
+def _headline(dirs: dict, pairs: list, fits: dict, seconds: float, t_store: float) -> None:
     """The issue's names, last, as ``name = value``."""
+    from glocon.featstore import open_store, stats_since
     from glocon.fewshot.evaluate import compare
 
     short = {"proto-imagenet": "proto", "qgnet-no-prior": "no_prior", "qgnet-untrained-prior": "untrained_prior", "qgnet-imagenet-prior": "lite0_prior", "proto-imagenet-tuned": "proto_tuned"}
@@ -131,6 +132,11 @@ def _headline(dirs: dict, pairs: list, fits: dict, seconds: float) -> None:
         runs = fits["qgnet"]["runs"]
         out["fit_steps_to_plateau"] = sum(i.get("best_step") or i["step"] for i in runs.values()) / len(runs)
         out["fit_minutes"] = fits["qgnet"]["minutes"] / fits["qgnet"]["fits"]  # one fit of the row, every fold
+    store = open_store()
+    if store is not None:  # every process's lookups since the bench started (fit caches, evaluations, base-val choices)
+        s = stats_since(store.root, t_store)
+        print(f"feature store {store.root}: {s.hits} hits, {s.misses} misses, read {s.bytes_read / 2**20:.0f} MiB, wrote {s.bytes_written / 2**20:.0f} MiB")
+        out["store_hit_rate"] = s.hit_rate or 0.0
     out["fewshot_table_minutes"] = seconds / 60
     for k, v in out.items():
         print(f"{k} = {v:.2f}")

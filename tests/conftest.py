@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# every test shares one throwaway feature store (glocon.featstore), never the user's ~/.cache: set
+# before any Ray starts, so Ray's workers inherit it
+os.environ.setdefault("GLOCON_STORE", tempfile.mkdtemp(prefix="glocon-store-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GLOCON_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -11,7 +11,7 @@ import torch
 
 from fewshot_helpers import MemorySource, toy_items
 from glocon.fewshot.choose import choose_on_base_val
-from glocon.fewshot.encoded import frozen_digest
+from glocon.featstore import weights_digest as frozen_digest
 from glocon.fewshot.runner import FewShotConfig, build, evaluate
 from glocon.plugins import load_plugin
 

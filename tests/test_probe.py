@@ -253,3 +253,31 @@ def test_probe_job_refuses_shared_keys_between_train_and_val(tiny, capsys):
     spec.loader.exec_module(job)
     code = job.main([f"train_shards={tiny['train']}", f"val_shards={tiny['train']}", f"priors.a={tiny['export']}", f"out={tiny['root'] / 'x'}"])
     assert code == 2 and "in both train_shards and val_shards" in capsys.readouterr().err
+
+
+def test_the_epoch_curve_can_be_read_from_what_pretraining_measured_not_recomputed(tiny, tmp_path):
+    """epochs_from=pretraining: the run's epoch-end probe figures are read from its per-epoch
+    metrics; no epoch export is probed again (issue 19), and a run without them is refused."""
+    import shutil
+
+    from glocon.errors import ConfigError
+    from glocon.io import atomic_write_json
+    from glocon.probe.config import ProbeConfig
+    from glocon.probe.run import has_epoch_probe, run_probe
+
+    run = tmp_path / "pretrain" / "run"
+    shutil.copytree(tiny["run"], run)
+    base = dict(train_shards=str(tiny["train"]), val_shards=str(tiny["val"]), run=str(run), input_size=48, seeds=[0],
+                priors={"pretrained": str(tiny["export"])}, linear={"epochs": 1}, purity={"enabled": False},
+                prior_map={"enabled": False}, epochs_from="pretraining")  # fmt: skip
+    assert not has_epoch_probe(run)
+    with pytest.raises(ConfigError, match="epochs_from=pretraining"):
+        run_probe(ProbeConfig(**base, out=str(tmp_path / "none")), log=lambda _: None)
+    for epoch, value in ((0, 0.031), (1, 0.047)):
+        atomic_write_json(run / "epochs" / f"epoch-{epoch:04d}" / "metrics.json", {"epoch": epoch, "epoch_end": True, "probe_retrieval_miou": value})
+    assert has_epoch_probe(run)
+    res = run_probe(ProbeConfig(**base, out=str(tmp_path / "out")), log=lambda _: None)
+    assert set(res["priors"]) == {"pretrained"}  # the epoch exports were not probed
+    figs = res["epochs"]["figures"]
+    assert figs["epoch 1"]["retrieval_miou"]["mean"] == 0.031 and figs["epoch 2"]["retrieval_miou"]["mean"] == 0.047
+    assert (tmp_path / "out" / "probe-vs-epoch.png").stat().st_size > 1000

@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   glocon fewshot eval --plugin proto --config configs/fewshot-demo.yaml
   glocon show superpixels --shards runs/demo/shards --key embedded/000003 --out fig4.png
   glocon plugins
+  glocon store du                  # the feature store: ls | du | prune --max-gb 2
   glocon demo                      # the whole pipeline on the embedded data
   glocon explore --config configs/explore-demo.yaml   # then open http://127.0.0.1:8765
 """
@@ -66,9 +67,14 @@ def _show(argv: list[str]) -> int:
     parser.add_argument("--key", required=True, help="sample key, e.g. embedded/000003")
     parser.add_argument("--out", default="superpixels.png")
     args = parser.parse_args(argv)
+    from glocon.errors import GloconError
     from glocon.viz.superpixels import show_superpixels
 
-    out = show_superpixels(args.shards, args.key, args.out)
+    try:
+        out = show_superpixels(args.shards, args.key, args.out)
+    except (GloconError, KeyError) as exc:  # a damaged shard, a key the shards do not hold: one line, no traceback
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+        return 1
     print(f"wrote {out}")
     return 0
 
@@ -87,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bank", help="bank build|query|stats: FAISS bank of prior patch features", add_help=False)
     sub.add_parser("show", help="show superpixels: the Fig. 4 picture for one sample", add_help=False)
     sub.add_parser("plugins", help="list the few-shot plugins found by entry point")
+    sub.add_parser("store", help="store ls|du|prune: the feature store of frozen encoder outputs", add_help=False)
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0
@@ -103,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         return _show(rest)
     if cmd == "plugins":
         return _plugins(rest)
+    if cmd == "store":
+        from glocon.featstore.cli import main as store_main
+
+        return store_main(rest)
     parser.error(f"unknown command {cmd!r}")
     return 2
 

@@ -133,7 +133,7 @@ def stage_pretrain(cfg: DemoConfig, out: Path, shards: StageResult, val: StageRe
 def stage_probe(cfg: DemoConfig, out: Path, shards: StageResult, val: StageResult | None, prior: StageResult) -> StageResult:
     """The dense probe of the pretrained prior beside its controls, and of every epoch's export."""
     from glocon.probe.config import ProbeConfig
-    from glocon.probe.run import run_probe
+    from glocon.probe.run import has_epoch_probe, run_probe
 
     export = prior.outputs["prior"]
     base = [
@@ -141,6 +141,9 @@ def stage_probe(cfg: DemoConfig, out: Path, shards: StageResult, val: StageResul
         f"val_shards={Path(val.outputs['manifest']).parent if val else ''}",
         f"out={out / 'probe'}",
         f"run={prior.outputs['run']}",
+        # the curve against epoch is what pretraining's own epoch-end probe measured (read, not
+        # recomputed), when it ran one (probe.every_epochs); else every 10th epoch's export is probed
+        f"epochs_from={'pretraining' if has_epoch_probe(prior.outputs['run']) else 'probe'}",
     ]
     priors = {"pretrained": export, "untrained (same architecture, random init)": f"random:{export}", "Lite0 ImageNet (reference)": "imagenet:efficientnet_lite0@16"}
     pcfg = load_config(ProbeConfig, cfg.probe_config, [*base, *cfg.overrides.get("probe", [])])
@@ -303,7 +306,7 @@ def comparisons_table(cfg: DemoConfig, by: dict[str, StageResult]) -> str:
     return "\n".join(rows)
 
 
-def write_report(out: Path, cfg: DemoConfig, stages: list[StageResult]) -> Path:
+def write_report(out: Path, cfg: DemoConfig, stages: list[StageResult], store: dict[str, Any] | None = None) -> Path:
     by = {s.name: s for s in stages}
     results = {}
     for name in variants(cfg.plugins):
@@ -318,6 +321,8 @@ def write_report(out: Path, cfg: DemoConfig, stages: list[StageResult]) -> Path:
         "# glocon demo report",
         "",
         f"Data: `{cfg.data.layout}`" + (f" at `{cfg.data.root}`" if cfg.data.root else " (embedded default, generated offline)") + f"; folds {cfg.folds}.",
+        "",
+        overrides_line(cfg),
         "",
         "## Few-shot results (novel classes, same episodes for every model)",
         "",
@@ -355,6 +360,8 @@ def write_report(out: Path, cfg: DemoConfig, stages: list[StageResult]) -> Path:
             lines.append(f"- Region maps and predictions, {name} (paper Fig. 5): ![]({rel(png)})")
     lines += ["", "## Stages", "", "| stage | wall s | reused |", "|---|---|---|"]
     lines += [f"| {s.name} | {s.wall_s:.1f} | {'yes' if s.reused else 'no'} |" for s in stages]
+    if store is not None:
+        lines += ["", "## Feature store", "", store_line(store)]
     return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
@@ -362,7 +369,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out)
-    t0 = time.perf_counter()
+    t0, t_store = time.perf_counter(), time.time()
     stages: list[StageResult] = []
 
     def note(st: StageResult) -> StageResult:
@@ -379,13 +386,44 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     priors = {"pretrained": prior, "untrained": note(stage_untrained_prior(cfg, out, prior)), "imagenet": note(stage_imagenet_prior(cfg, out, prior))}
     for variant in variants(cfg.plugins):
         note(stage_fewshot(cfg, out, shards, val, priors, variant))
-    report = write_report(out, cfg, stages)
+    store = store_report(t_store)
+    report = write_report(out, cfg, stages, store)
     wall = time.perf_counter() - t0
-    timing = {"wall_s": wall, "stages": {s.name: {"wall_s": s.wall_s, "reused": s.reused} for s in stages}}
+    timing = {"wall_s": wall, "stages": {s.name: {"wall_s": s.wall_s, "reused": s.reused} for s in stages}, "store": store}
     atomic_write_json(out / "timing.json", timing)
+    print("[demo] stage wall times: " + ", ".join(f"{s.name} {s.wall_s:.0f} s" + (" (reused)" if s.reused else "") for s in stages), flush=True)
+    if store is not None:
+        print(f"[demo] {store_line(store)}", flush=True)
     print(f"[demo] report: {report}", flush=True)
     print(f"[demo] open the explorer on these results: {explore_command(out)}, then http://127.0.0.1:8765", flush=True)
     return {"report": str(report), **timing}
+
+
+def overrides_line(cfg: DemoConfig) -> str:
+    """What the demo changed on top of each stage's config: its sizes, where they are smaller than the benches'."""
+    parts = [f"{stage}: `{' '.join(ov)}`" for stage, ov in cfg.overrides.items() if ov]
+    return ("Sizes and settings on top of each stage's config (`configs/demo.yaml`; the benches run the configs as they are): " + "; ".join(parts) + ".") if parts else "Every stage ran its config as it is."
+
+
+def store_report(since: float) -> dict[str, Any] | None:
+    """What the feature store did during this demo, summed over every process that used it (the
+    fit and Ray workers too): hits, misses, bytes read and written, and its size now."""
+    from dataclasses import asdict
+
+    from glocon.featstore import open_store, stats_since
+
+    store = open_store()
+    if store is None:
+        return None
+    s = stats_since(store.root, since)
+    return {**asdict(s), "hit_rate": s.hit_rate, "root": str(store.root), "size_bytes": sum(e.bytes for e in store.entries())}
+
+
+def store_line(s: dict[str, Any]) -> str:
+    rate = f"{100 * s['hit_rate']:.0f}%" if s.get("hit_rate") is not None else "-"
+    return (f"feature store {s['root']}: {s['hits']} hits, {s['misses']} misses (hit rate {rate}); "
+            f"read {s['bytes_read'] / 2**20:.0f} MiB instead of encoding it again, wrote {s['bytes_written'] / 2**20:.0f} MiB; "
+            f"holds {s['size_bytes'] / 2**20:.0f} MiB (`glocon store ls|du|prune`)")  # fmt: skip
 
 
 def explore_command(out: Path) -> str:

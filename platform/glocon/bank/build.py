@@ -27,6 +27,7 @@ from glocon.device import pick_device
 from glocon.errors import ConfigError
 from glocon.io import sha256_file
 from glocon.models.prior import load_prior_extractor
+from glocon.featstore import open_store, slot
 from glocon.paths import resolve
 from glocon.preflight import check_bank
 
@@ -39,6 +40,9 @@ class ShardEmbedder:
         torch.set_num_threads(max(1, self.cfg.threads_per_worker))
         self.device = pick_device(self.cfg.device)
         self.model = load_prior_extractor(prior, map_location=self.device)
+        store = open_store(self.cfg.store)
+        self.cached = slot(store, self.model, f"dense_map:{self.cfg.embedding}", frozen_only=False)
+        self.cached_global = slot(store, self.model, "global_q", frozen_only=False) if self.cfg.global_embedding else None
 
     def embed_shard(self, url: str, limit: int | None = None) -> dict[str, Any]:
         cfg = self.cfg
@@ -49,7 +53,7 @@ class ShardEmbedder:
             labels = sample.label_map(cfg.patch_method)
             n = int(labels.max()) + 1
             vec, grid_area = embed_patches(
-                self.model, sample.image, labels, n, cfg.embedding, cfg.pooling_mode, cfg.input_size, self.device
+                self.model, sample.image, labels, n, cfg.embedding, cfg.pooling_mode, cfg.input_size, self.device, self.cached
             )
             cols = patch_table(labels, sample.mask, n)
             h, w = labels.shape
@@ -64,7 +68,7 @@ class ShardEmbedder:
             columns.append(cols)
             images.append({"key": sample.key, "shard": url, "height": h, "width": w, "n_patches": n})
             if cfg.global_embedding:
-                globals_.append(global_vector(self.model, to_input(sample.image, cfg.input_size, self.device))[0].cpu().numpy())
+                globals_.append(global_vector(self.model, to_input(sample.image, cfg.input_size, self.device), self.cached_global)[0].cpu().numpy())
         dim = self.model.dense_channels(cfg.embedding)
         return {
             "shard": url,

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from glocon.featstore.store import StoreConfig
 from glocon.config import GloconModel
 from glocon.data.superpixels import SuperpixelConfig
 from glocon.raycluster import RayConfig
@@ -74,6 +75,7 @@ class BankConfig(GloconModel):
     prior: str = ""  # prior-extractor export (glocon.models.prior.save_export)
     shards: str = ""  # a folder of *.tar, a glob, a shard manifest, or comma-separated tar paths
     out: str = "runs/bank"
+    store: StoreConfig = StoreConfig()  # where the prior's dense maps are kept across runs (glocon.featstore)
     patch_method: PatchMethod = "slic"
     embedding: EmbeddingSource = "prior"
     pooling_mode: Literal["area", "majority"] = "area"  # glocon.pooling, as in pretraining
@@ -81,7 +83,7 @@ class BankConfig(GloconModel):
     global_embedding: bool = False  # also store the prior's global vector q per image (global.npy)
     batch_size: int = Field(8, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: int = 2  # Ray actors, each embedding a subset of shards; 0 = in this process, no Ray
+    workers: int = Field(2, ge=0)  # Ray actors, each embedding a subset of shards; 0 = in this process, no Ray
     threads_per_worker: int = 1
     limit: int | None = None  # stop after this many images (smoke runs)
     class_names: str | None = None  # YAML {id: name} or a file with a top-level 'classes:' mapping

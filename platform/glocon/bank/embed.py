@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from glocon.featstore import Slot
 from glocon.models.prior import PriorExtractor
 from glocon.ops import IGNORE_INDEX
 from glocon.pooling import patch_weights, pool_patches
@@ -34,9 +35,12 @@ def to_input(image: np.ndarray, input_size: int | None, device: torch.device) ->
 
 
 @torch.no_grad()
-def global_vector(model: PriorExtractor, x: torch.Tensor) -> torch.Tensor:
+def global_vector(model: PriorExtractor, x: torch.Tensor, cached: Slot | None = None) -> torch.Tensor:
     """The prior's global embedding q (MoCo head), (B, 128), L2-normalised."""
-    return model(x)[0]
+    def encode(t: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"q": model(t)[0]}
+
+    return (cached(encode, x) if cached is not None else encode(x))["q"]
 
 
 @torch.no_grad()
@@ -49,6 +53,7 @@ def embed_patches(
     mode: Literal["area", "majority"] = "area",
     input_size: int | None = None,
     device: torch.device | str = "cpu",
+    cached: Slot | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image -> (vectors (n_patches, D) float32 L2-normalised, grid area (n_patches,) in cells).
 
@@ -56,7 +61,11 @@ def embed_patches(
     """
     device = torch.device(device)
     x = to_input(image, input_size, device)
-    feats = model.dense_map(x, source).float()  # (1, D, h, w)
+    # (1, D, h, w); from the feature store when ``cached`` is this model's map there
+    def encode(t: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"map": model.dense_map(t, source)}
+
+    feats = (cached(encode, x) if cached is not None else encode(x))["map"].float()
     lab = torch.from_numpy(np.array(labels, dtype=np.int64, copy=True)).to(device).long()[None]
     weights = patch_weights(lab, n_patches, tuple(feats.shape[-2:]), mode)  # (1, P, h*w)
     pooled, area = pool_patches(feats, weights)  # (1, P, D), (1, P)

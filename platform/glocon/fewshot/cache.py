@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from glocon.featstore import FeatureStore, StoredEncoders
 from glocon.ops import IGNORE_INDEX
 from glocon.fewshot.episodes import Episode
 from glocon.fewshot.transforms import binary_label, support_mask, train_augment
@@ -141,14 +142,20 @@ class FeatureCache:
 
 
 @torch.no_grad()
-def build_cache(root: Path, model: torch.nn.Module, source: Any, pool: Mapping[int, Sequence[str]], spec: ViewSpec, log: Callable[[str], None] = print) -> FeatureCache:
+def build_cache(
+    root: Path, model: torch.nn.Module, source: Any, pool: Mapping[int, Sequence[str]], spec: ViewSpec, log: Callable[[str], None] = print,
+    store: FeatureStore | None = None,
+) -> FeatureCache:
     """Compute every view's frozen features of the images in ``pool`` ({class: keys}) into ``root``
-    (written in a temp folder next to it, then renamed: a killed build leaves no half cache)."""
+    (written in a temp folder next to it, then renamed: a killed build leaves no half cache).
+    With ``store``, every view's features come from the feature store when it has them (another
+    fold's pool, another row or bench with the same frozen encoders and views), and go into it."""
     root = Path(root)
     if FeatureCache.is_complete(root):
         return FeatureCache(root)
     m = getattr(model, "module", model)
     m.eval()
+    encoders = StoredEncoders(store, m)
     classes_of: dict[str, list[int]] = {}
     for c, keys in sorted(pool.items()):
         for k in keys:
@@ -167,14 +174,14 @@ def build_cache(root: Path, model: torch.nn.Module, source: Any, pool: Mapping[i
         # one encoder call per image for all its views (and one for all its (view, class)
         # supports): batched, the frozen convs cost ~half as much per image on CPU
         views = [view_of(sample, v, spec) for v in range(spec.views)]
-        _put(q_arrays, "q", tmp, m.encode_query(torch.stack([img for img, _ in views])), len(q_keys), n_q)
+        _put(q_arrays, "q", tmp, encoders("encode_query", torch.stack([img for img, _ in views])), len(q_keys), n_q)
         for v, (_, mask) in enumerate(views):
             masks[len(q_keys)] = mask.numpy().astype(np.uint8)
             q_keys.append([key, v])
         pairs = [(v, c) for v in range(spec.views) for c in classes_of[key]]
         imgs = torch.stack([views[v][0] for v, _ in pairs])
         sms = torch.stack([support_mask(torch.from_numpy(binary_label(views[v][1].numpy(), c))) for v, c in pairs])
-        _put(s_arrays, "s", tmp, m.encode_support(imgs, sms), len(s_keys), n_s)
+        _put(s_arrays, "s", tmp, encoders("encode_support", imgs, sms), len(s_keys), n_s)
         s_keys += [[key, v, c] for v, c in pairs]
         if len(q_keys) % (50 * spec.views) == 0:
             log(f"fit cache: {len(q_keys) // spec.views}/{len(keys)} images")

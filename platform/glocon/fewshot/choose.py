@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from glocon.config import apply_overrides
 from glocon.fewshot.config import FewShotConfig
+from glocon.featstore import open_store
 from glocon.fewshot.encoded import EncodedEval
 from glocon.fewshot.objective import objective
 
@@ -26,7 +27,7 @@ def choose_on_base_val(plugin: Any, cfg: FewShotConfig, source: Any = None) -> d
     choices = [tuple(c) for c in getattr(plugin, "base_val_choices", ())]
     if not choices:
         return {"chosen": [], "scores": [], "episodes": 0, "shots": cfg.objective.shots}
-    features = EncodedEval()  # choices that change only the head share their encoded images
+    features = EncodedEval(open_store(cfg.store))  # choices that change only the head share their encoded images
     scores = [(list(c), objective(plugin, cfg.prior, with_overrides(cfg, c), source, features)) for c in choices]
     best = max(scores, key=lambda s: s[1])  # the first of equals: the order the plugin lists them
     return {"chosen": best[0], "scores": scores, "episodes": cfg.objective.episodes, "shots": cfg.objective.shots}

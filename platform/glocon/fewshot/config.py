@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from glocon.featstore.store import StoreConfig
 from glocon.config import GloconModel
 from glocon.fewshot.episodes import DEFAULT_EPISODES, DEFAULT_SEED
 from glocon.raycluster import RayConfig
@@ -141,6 +142,7 @@ class FewShotConfig(GloconModel):
     eval: EvalConfig = EvalConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     ray: RayConfig = RayConfig()
+    store: StoreConfig = StoreConfig()  # where frozen features are kept across runs (glocon.featstore)
 
     @property
     def fit_seed(self) -> int:

@@ -10,43 +10,27 @@ once per (support image, class), and only its head runs per episode.
 Eval images are deterministic (``eval_resize`` of the stored image), so a key names its input
 exactly; the support path reads the class's mask (PFENet's layer4 of layer3 x mask), so support
 features are keyed by (image, class). The store lives as long as one ``evaluate`` call and one
-frozen model: ``EncodedEval.bind`` forgets everything when the frozen weights change.
+frozen model: ``EncodedEval.bind`` forgets everything when the frozen weights change. Under it,
+the feature store (``glocon.featstore``) keeps them across evaluations, rows, seeds and processes:
+what one evaluation encoded, the next one with the same frozen weights reads.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 import torch
 
+from glocon.featstore import FeatureStore, StoredEncoders, weights_digest
 from glocon.fewshot.cache import can_cache
-
-
-def frozen_digest(model: torch.nn.Module) -> str:
-    """sha256 of what the model's encoders compute with: its encoder key, every parameter without
-    grad, and the buffers of modules that own no trained parameter (a head's BatchNorm statistics
-    are left out, a frozen backbone's kept). Equal digests encode every image alike."""
-    m = getattr(model, "module", model)
-    # the encoder key names what config changes the features (a layer, a stride); without one,
-    # the whole config counts
-    key = m.encoder_key() if hasattr(m, "encoder_key") else getattr(getattr(m, "cfg", None), "model_dump", lambda: {})()
-    h = hashlib.sha256(f"{type(m).__qualname__}{sorted(key.items())!r}".encode())
-    for prefix, mod in m.named_modules():
-        params = list(mod.named_parameters(recurse=False))
-        tensors = [(n, p) for n, p in params if not p.requires_grad]
-        if not any(p.requires_grad for _, p in params):
-            tensors += list(mod.named_buffers(recurse=False))
-        for name, t in tensors:
-            h.update(f"{prefix}.{name}".encode())
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class EncodedEval:
     """Per-image frozen features for the episodes of one evaluation, on the model's device."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: FeatureStore | None = None) -> None:
+        self.store = store
+        self.encoders: StoredEncoders | None = None  # the bound model's encoders, through the store
         self.digest: str | None = None
         self.queries: dict[str, dict[str, torch.Tensor]] = {}
         self.supports: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
@@ -58,15 +42,15 @@ class EncodedEval:
 
     def bind(self, model: torch.nn.Module) -> None:
         """Use ``model``'s encoders from now on; features of other frozen weights are dropped."""
-        digest = frozen_digest(model)
+        digest = weights_digest(model)
         if digest != self.digest:
             self.digest, self.queries, self.supports = digest, {}, {}
+            self.encoders = StoredEncoders(self.store, model)
 
     @torch.inference_mode()
     def encode(self, model: torch.nn.Module, batch: Sequence[Any], device: torch.device) -> tuple[dict, dict, tuple[int, int]]:
         """``batch`` of ``EvalEpisode`` -> (query features (B, ...), support features (B, K, ...),
         output size): what ``forward(encoded=...)`` takes."""
-        m = getattr(model, "module", model)
         todo_q: dict[str, torch.Tensor] = {}
         todo_s: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         for e in batch:
@@ -75,13 +59,16 @@ class EncodedEval:
             for j, key in enumerate(e.episode.supports):
                 if (key, e.episode.cls) not in self.supports:
                     todo_s[(key, e.episode.cls)] = (e.supports[j], e.support_masks[j])
+        if self.encoders is None:
+            self.bind(model)
+        assert self.encoders is not None
         if todo_q:
-            feats = m.encode_query(torch.stack(list(todo_q.values())).to(device))
+            feats = self.encoders("encode_query", torch.stack(list(todo_q.values())).to(device))
             for i, key in enumerate(todo_q):
                 self.queries[key] = {n: t[i] for n, t in feats.items()}
         if todo_s:
             imgs, masks = zip(*todo_s.values())
-            feats = m.encode_support(torch.stack(imgs).to(device), torch.stack(masks).to(device))
+            feats = self.encoders("encode_support", torch.stack(imgs).to(device), torch.stack(masks).to(device))
             for i, key in enumerate(todo_s):
                 self.supports[key] = {n: t[i] for n, t in feats.items()}
         self.encoded_images += len(todo_q) + len(todo_s)

@@ -23,6 +23,8 @@ from glocon.errors import ConfigError
 from glocon.fewshot import stats
 from glocon.fewshot.batches import CachedSource, load_eval_episode, stack_eval
 from glocon.fewshot.config import FewShotConfig
+from glocon.featstore import StoreStats, open_store
+from glocon.featstore.store import store_delta
 from glocon.fewshot.encoded import EncodedEval
 from glocon.fewshot.episodes import EpisodeSet, episodes_for
 from glocon.fewshot.metrics import ClassIoUAccumulator, RegionMapAccumulator, intersection_union
@@ -196,7 +198,9 @@ def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, A
                 )  # fmt: skip
                 plans.append((fold, k, s, es, path, reused))
     counts: dict[str, Any] = {}
-    features = EncodedEval() if cfg.eval.encode_once else None
+    store = open_store(cfg.store)
+    store_before = StoreStats(**vars(store.stats)) if store is not None else None
+    features = EncodedEval(store) if cfg.eval.encode_once else None
     t0 = time.perf_counter()
     with Dashboard(f"fewshot eval {plugin.name}", total=sum(len(p[3].episodes) for p in plans), unit="episodes") as dash:
         for fold in folds:
@@ -231,6 +235,7 @@ def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, A
     results["timing"] = {
         "seconds": elapsed, "episodes_per_s": len(plans) and sum(len(p[3].episodes) for p in plans) / max(elapsed, 1e-9), "device": str(device),
         "encoded_images": features.encoded_images if features is not None else None,
+        "store": store_delta(store, store_before),
     }  # fmt: skip
     atomic_write_json(out_dir / COUNTS, counts)
     atomic_write_json(out_dir / "results.json", results)

@@ -25,6 +25,7 @@ from glocon import seeds
 from glocon.config import save_resolved
 from glocon.dashboard import Dashboard
 from glocon.errors import ConfigError
+from glocon.featstore import open_store
 from glocon.fewshot import baseval
 from glocon.fewshot import cache as fcache
 from glocon.fewshot.batches import CachedSource, TrainEpisodes
@@ -271,7 +272,7 @@ def prepare_cache(plugin: Any, cfg: FewShotConfig, fold: int, source: Any, log: 
     })  # fmt: skip
     root = Path(cfg.fit.cache.dir or Path(cfg.fit.storage_path) / "cache") / f"fold{fold}-{key}"
     t0 = time.perf_counter()
-    fcache.build_cache(root, model, src, sampler.full_pool, spec, log)  # base-val's held-out images too
+    fcache.build_cache(root, model, src, sampler.full_pool, spec, log, store=open_store(cfg.store))  # base-val's held-out images too
     log(f"fit cache ready in {time.perf_counter() - t0:.1f} s: {root}")
     return str(root)
 

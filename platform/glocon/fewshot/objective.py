@@ -10,6 +10,7 @@ import torch
 
 from glocon.fewshot.batches import CachedSource, TrainEpisodes
 from glocon.fewshot.config import FewShotConfig
+from glocon.featstore import open_store
 from glocon.fewshot.encoded import EncodedEval
 from glocon.fewshot.episodes import episodes_for
 from glocon.fewshot.evaluate import evaluate_episodes
@@ -44,7 +45,7 @@ def objective(
         dataset = TrainEpisodes(src, sampler, cfg.image_size, cfg.fit_seed, worker_indices(0, steps, cfg.fit.batch_size, 0, cfg.fit.batch_size), cfg.fit.scale)
         train_steps(model, model.loss, optimizer, scheduler, dataset, batch_size=cfg.fit.batch_size, start_step=0, device=device)
     if features is None and cfg.eval.encode_once:
-        features = EncodedEval()
+        features = EncodedEval(open_store(cfg.store))
     if features is not None and features.applies(model):
         features.bind(model)
     else:

@@ -78,6 +78,11 @@ class PriorExtractor(nn.Module):
             return self.arch.proj_dim
         return self.backbone.out_channels if which == "backbone" else self.backbone.channels[which]
 
+    def encoder_key(self) -> dict[str, Any]:
+        """What its maps depend on besides the weights' values (the feature store's key): the
+        architecture, without the path its weights were read from."""
+        return self.arch.model_dump(mode="json", exclude={"weights"})
+
     def dense_map(self, images: torch.Tensor, which: str) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, C, h, w): the dense map ``which`` names (``DenseMap``)."""
         which = DENSE_ALIASES.get(which, which)

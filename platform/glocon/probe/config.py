@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from glocon.config import GloconModel
+from glocon.featstore.store import StoreConfig
 
 # the dense maps of a prior the probe reads (glocon.models.prior.DenseMap)
 DenseMapName = Literal["prior", "backbone", "local_head"]
@@ -57,6 +58,9 @@ class ProbeConfig(GloconModel):
     # probed too, with "init:" of the run as epoch 0; the figures are plotted against epoch
     run: str | None = None
     epochs_every: int = Field(1, ge=1)
+    # probe: every chosen epoch export is probed here (every figure, every seed); pretraining: the
+    # retrieval mIoU the run's own epoch-end probe recorded (probe.every_epochs) is read, not recomputed
+    epochs_from: Literal["probe", "pretraining"] = "probe"
     train_shards: str = ""  # labelled shards the memory / linear probe learn from
     val_shards: str = ""  # labelled shards they are scored on; empty: a held-out share of train_shards
     val_fraction: float = Field(0.3, gt=0, lt=1)  # with one shard set: share of keys (by a stable hash) held out
@@ -71,6 +75,7 @@ class ProbeConfig(GloconModel):
     prior_map: PriorMapSection = PriorMapSection()
     purity: PuritySection = PuritySection()
     out: str = "runs/probe"
+    store: StoreConfig = StoreConfig()  # where frozen maps are kept across seeds and runs (glocon.featstore)
 
     @model_validator(mode="after")
     def _check(self) -> "ProbeConfig":

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from glocon.data.schema import Sample
 from glocon.errors import ConfigError
+from glocon.featstore import FeatureStore, memo, weights_digest
 from glocon.probe.config import DenseMapName
 from glocon.models.prior import PriorArch, PriorExtractor, load_prior_extractor, read_export
 
@@ -94,8 +95,13 @@ class DenseSet:
 
 
 @torch.no_grad()
-def extract(model: PriorExtractor, samples: Iterable[Sample], which: DenseMapName, input_size: int, batch_size: int = 16) -> DenseSet:
-    """Dense features of every sample that has a mask (the others are skipped)."""
+def extract(
+    model: PriorExtractor, samples: Iterable[Sample], which: DenseMapName, input_size: int, batch_size: int = 16, store: FeatureStore | None = None,
+) -> DenseSet:
+    """Dense features of every sample that has a mask (the others are skipped); with ``store``,
+    each image's map is read from the feature store when the same weights mapped it before (every
+    seed of a probe, the demo's probe after the epoch-end probe, a rerun), and kept there."""
+    ns = store.namespace(weights_digest(model, frozen_only=False), f"dense_map:{which}") if store is not None else None
     keys: list[str] = []
     masks: list[np.ndarray] = []
     feats: list[np.ndarray] = []
@@ -104,7 +110,7 @@ def extract(model: PriorExtractor, samples: Iterable[Sample], which: DenseMapNam
     def flush() -> None:
         if pending:
             x = to_batch([s.image for s in pending], input_size)
-            feats.append(model.dense_map(x, which).float().numpy())
+            feats.append(memo(store, ns, lambda b: {"map": model.dense_map(b, which)}, x)["map"].float().numpy())
             pending.clear()
 
     for s in samples:

@@ -28,6 +28,8 @@ from glocon.config import save_resolved
 from glocon.ops import IGNORE_INDEX
 from glocon.data.schema import Sample
 from glocon.errors import ConfigError
+from glocon.featstore import FeatureStore, StoreStats, open_store
+from glocon.featstore.store import store_delta
 from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from glocon.probe import features as pf
 from glocon.probe import linear, priormap, retrieval
@@ -142,7 +144,7 @@ def patch_purity(va: pf.DenseSet, samples: list[Sample], cfg: ProbeConfig, seed:
 
 def probe_prior(
     name: str, spec: str, cfg: ProbeConfig, train: list[Sample], val: list[Sample], n_classes: int,
-    f_maps: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None],
+    f_maps: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None], store: FeatureStore | None = None,
 ) -> dict[str, Any]:
     seeded = _seeded(spec, cfg)
     runs: dict[str, list[float]] = {k: [] for k in FIGURES}
@@ -152,8 +154,8 @@ def probe_prior(
         if encoder is None or seeded:
             t0 = time.perf_counter()
             encoder = pf.build_encoder(spec, seed)
-            tr = pf.extract(encoder, train, cfg.map, cfg.input_size, cfg.batch_size)
-            va = pf.extract(encoder, val, cfg.map, cfg.input_size, cfg.batch_size)
+            tr = pf.extract(encoder, train, cfg.map, cfg.input_size, cfg.batch_size, store)
+            va = pf.extract(encoder, val, cfg.map, cfg.input_size, cfg.batch_size, store)
             log(f"{name}: {len(tr.keys)} train / {len(va.keys)} val images -> {tr.dim}-d map on a {tr.grid[0]}x{tr.grid[1]} grid ({time.perf_counter() - t0:.1f} s)")
             detail["grid"], detail["dim"] = list(tr.grid), tr.dim
             if cfg.prior_map.enabled and f_maps is not None:
@@ -194,13 +196,14 @@ class EpochProber:
         self.cfg = cfg
         self.train, self.val = load_splits(cfg)
         self.n_classes = max(count_classes(self.train), count_classes(self.val))
+        self.store = open_store()  # the demo's probe stage reads what this wrote, where weights and images agree
 
     def __call__(self, model: Any) -> float:
         was_training = model.training
         model.eval()
         try:
-            tr = pf.extract(model, self.train, self.cfg.map, self.cfg.input_size, self.cfg.batch_size)
-            va = pf.extract(model, self.val, self.cfg.map, self.cfg.input_size, self.cfg.batch_size)
+            tr = pf.extract(model, self.train, self.cfg.map, self.cfg.input_size, self.cfg.batch_size, self.store)
+            va = pf.extract(model, self.val, self.cfg.map, self.cfg.input_size, self.cfg.batch_size, self.store)
             r = self.cfg.retrieval
             return retrieval_miou(tr, va, self.n_classes, r.k, r.temperature)
         finally:
@@ -222,21 +225,47 @@ def epoch_priors(run: str, every: int) -> dict[str, str]:
     return out
 
 
+def has_epoch_probe(run: str | Path) -> bool:
+    """Whether a pretraining run's epoch-end probe recorded figures (``probe.every_epochs`` > 0)."""
+    from glocon.train.epochs import epoch_records
+
+    root = Path(run)
+    return any(r.metrics.get("probe_retrieval_miou") is not None for r in epoch_records(root.parent, root.name))
+
+
+def pretraining_epoch_figures(run: str) -> dict[str, dict[str, Any]]:
+    """{"epoch N": {"retrieval_miou": ...}} from the figures a run's epoch-end probe recorded in its
+    per-epoch metrics (``probe_retrieval_miou``): what pretraining measured, read, not recomputed."""
+    from glocon.train.epochs import epoch_records
+
+    root = Path(run)
+    out = {f"epoch {r.epoch + 1}": {"retrieval_miou": mean_std([float(r.metrics["probe_retrieval_miou"])])}
+           for r in epoch_records(root.parent, root.name) if r.metrics.get("probe_retrieval_miou") is not None}  # fmt: skip
+    if not out:
+        raise ConfigError(f"probe: epochs_from=pretraining, but run {run!r} recorded no epoch-end probe (its probe.every_epochs was 0?); use epochs_from=probe")
+    return out
+
+
 def run_probe(cfg: ProbeConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     priors = dict(cfg.priors)
-    if cfg.run:
+    epoch_figures: dict[str, dict[str, Any]] = {}
+    if cfg.run and cfg.epochs_from == "pretraining":
+        epoch_figures = pretraining_epoch_figures(cfg.run)
+    elif cfg.run:
         priors.update(epoch_priors(cfg.run, cfg.epochs_every))
     if not priors:
         raise ConfigError("probe: nothing to probe; give priors={name: spec} (an export, init:/random:<export>, imagenet:<backbone>) or run=<pretraining run>")
     out = Path(cfg.out)
     save_resolved(cfg, out)
+    store = open_store(cfg.store)
+    store_before = StoreStats(**vars(store.stats)) if store is not None else None
     t0 = time.perf_counter()
     train, val = load_splits(cfg)
     n_classes = cfg.n_classes or max(count_classes(train), count_classes(val))
     f_maps = None
     if cfg.prior_map.enabled:
         f_model = pf.build_encoder(cfg.prior_map.f, cfg.seeds[0])
-        f_maps = tuple(pf.extract(f_model, split, cfg.prior_map.f_map, cfg.input_size, cfg.batch_size).features for split in (train, val))
+        f_maps = tuple(pf.extract(f_model, split, cfg.prior_map.f_map, cfg.input_size, cfg.batch_size, store).features for split in (train, val))
     results: dict[str, Any] = {
         "format": "glocon.probe/v1",
         "train_images": len(train),
@@ -246,11 +275,14 @@ def run_probe(cfg: ProbeConfig, log: Callable[[str], None] = print) -> dict[str,
         "input_size": cfg.input_size,
         "seeds": list(cfg.seeds),
         "priors": {},
+        # with epochs_from=pretraining: the run's epoch-end probe figures, as it recorded them
+        "epochs": {"from": "pretraining", "figures": epoch_figures} if epoch_figures else None,
     }
     for name, spec in priors.items():
-        results["priors"][name] = probe_prior(name, spec, cfg, train, val, n_classes, f_maps, log)
+        results["priors"][name] = probe_prior(name, spec, cfg, train, val, n_classes, f_maps, log, store)
         log(f"{name}: " + row_text(results["priors"][name]))
     results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["store"] = store_delta(store, store_before)
     results["config"] = cfg.model_dump(mode="json")
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", results_markdown(results))
@@ -291,6 +323,10 @@ def results_markdown(results: dict[str, Any]) -> str:
         "mIoU and purity in %, mean ± sample std over the seeds (one value where nothing random enters). "
         "AUROC < 0.5: the prior map is lower on objects than on background (the paper's Sec. IV-C).",
     ]
+    recorded = (results.get("epochs") or {}).get("figures") or {}
+    if recorded:
+        curve = ", ".join(f"{n.split()[1]}: {100 * r['retrieval_miou']['mean']:.1f}" for n, r in recorded.items())
+        lines += ["", f"Retrieval mIoU against pretraining epoch, as the run's own epoch-end probe measured it (its smaller image set; read, not recomputed): {curve}."]
     return "\n".join(lines) + "\n"
 
 
@@ -301,14 +337,19 @@ def plot_vs_epoch(results: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     epochs = {int(n.split()[1]): r for n, r in results["priors"].items() if n.startswith("epoch ")}
+    recorded = (results.get("epochs") or {}).get("figures") or {}
+    epochs.update({int(n.split()[1]): r for n, r in recorded.items()})
     others = {n: r for n, r in results["priors"].items() if not n.startswith("epoch ")}
-    fig, axes = plt.subplots(1, len(FIGURES), figsize=(4 * len(FIGURES), 3.2), dpi=100)
-    for ax, key in zip(axes, FIGURES):
+    # with the curve read from pretraining's epoch-end probe, only the figures it measured have a curve
+    shown = [k for k in FIGURES if any(r.get(k) for r in epochs.values())] if recorded else list(FIGURES)
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown) + (2 if len(shown) == 1 else 0), 3.2), dpi=100, squeeze=False)
+    for ax, key in zip(axes[0], shown):
         xs = sorted(e for e, r in epochs.items() if r.get(key))
         if xs:
             ys = [epochs[e][key]["mean"] for e in xs]
             err = [epochs[e][key]["std"] for e in xs]
-            ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, label="this run")
+            label = "this run (its epoch-end probe)" if recorded else "this run"
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, label=label)
         for i, (name, r) in enumerate(others.items()):
             if r.get(key):
                 ax.axhline(r[key]["mean"], ls="--", lw=1, color=f"C{i + 1}", label=name)

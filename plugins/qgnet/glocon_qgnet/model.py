@@ -240,6 +240,21 @@ class QGNet(nn.Module):
         keys = ("backbone", "backbone_weights", "dilated", "use_prior_map", "prior_source", "prior_map_query", "prior_output_stride", "backbone_bn")
         return {**{k: getattr(cfg, k) for k in keys}, "layer4": self._guided_reads_layer4}
 
+    def store_parts(self) -> dict[str, list[tuple[str, Any, nn.Module, dict[str, Any]]]]:
+        """How the frozen encoders split for the feature store (``glocon.featstore.StoredEncoders``):
+        F's layers and the prior's map are kept apart, so the rows that differ only in the prior
+        (learned, untrained, Lite0's, none) compute F's features once between them. Each part is
+        (name, fn, the module whose weights it reads, the config it also depends on)."""
+        cfg = self.cfg
+        need_q4 = self._guided_reads_layer4 or (cfg.use_prior_map and cfg.prior_map_query == "layer4")
+        f_key = {"backbone": cfg.backbone, "dilated": cfg.dilated, "backbone_bn": cfg.backbone_bn}
+        query: list[tuple[str, Any, nn.Module, dict[str, Any]]] = [("F", lambda x: self._extract(x, need_q4), self.backbone, {**f_key, "layer4": need_q4})]
+        if cfg.use_prior_map:
+            assert self.prior is not None
+            query.append(("prior", lambda x: {"prior": self.prior_features(x)}, self.prior, {"prior_source": cfg.prior_source}))
+        support = [("F", lambda imgs, masks: self.encode_support(imgs, masks), self.backbone, {**f_key, "layer4": self._guided_reads_layer4})]
+        return {"encode_query": query, "encode_support": support}
+
     @property
     def _guided_reads_layer4(self) -> bool:
         cfg = self.cfg

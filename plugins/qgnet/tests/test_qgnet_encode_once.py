@@ -12,7 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 from fewshot_helpers import MemorySource, toy_items  # noqa: E402
 
-from glocon.fewshot.encoded import EncodedEval, frozen_digest  # noqa: E402
+from glocon.fewshot.encoded import EncodedEval  # noqa: E402
+from glocon.featstore import weights_digest as frozen_digest  # noqa: E402
 from glocon.fewshot.runner import FewShotConfig, build, evaluate  # noqa: E402
 from glocon.plugins import load_plugin  # noqa: E402
 
@@ -69,3 +70,40 @@ def test_a_model_with_other_frozen_weights_is_not_served_stale_features(prior_ex
     assert "k" in store.queries
     store.bind(b)
     assert store.queries == {} and store.supports == {}
+
+
+def test_rows_that_differ_only_in_the_prior_read_fs_features_from_the_store(prior_export, tmp_path):
+    """F's layers and the prior's map are stored apart (``QGNet.store_parts``): a second row with
+    another prior or none encodes only its prior; every output equals the plain encoders'."""
+    from glocon.featstore import FeatureStore, StoredEncoders
+
+    qgnet = load_plugin("qgnet")
+    store = FeatureStore(tmp_path / "store")
+    images, masks = torch.rand(3, 3, 64, 64), (torch.rand(3, 64, 64) > 0.5).float()
+    rows = {}
+    for name, prior, overrides in (("learned", prior_export, {}), ("untrained", prior_export, {"seed": 9}), ("off", prior_export, {"use_prior_map": False})):
+        cfg = _cfg(tmp_path, prior, name, True)
+        cfg = cfg.model_copy(update={"model": {**cfg.model, **{k: v for k, v in overrides.items() if k != "seed"}}})
+        torch.manual_seed(0)
+        model = build(qgnet, cfg)
+        if "seed" in overrides:  # another prior: the same architecture, other weights
+            torch.manual_seed(overrides["seed"])
+            with torch.no_grad():
+                for p in model.prior.parameters():
+                    p.copy_(torch.randn_like(p) * 0.05)
+        model.eval()
+        before = (store.stats.hits, store.stats.misses)
+        enc = StoredEncoders(store, model)
+        q, s = enc("encode_query", images), enc("encode_support", images, masks)
+        rows[name] = (store.stats.hits - before[0], store.stats.misses - before[1])
+        plain_q, plain_s = model.encode_query(images), model.encode_support(images, masks)
+        assert set(q) == set(plain_q) and set(s) == set(plain_s)
+        for k in plain_q:
+            assert torch.allclose(q[k], plain_q[k], atol=1e-5), k
+        for k in plain_s:
+            assert torch.allclose(s[k], plain_s[k], atol=1e-5), k
+    assert rows["learned"] == (0, 9)  # 3 images x (F query, prior, F support)
+    assert rows["untrained"] == (6, 3)  # F's query and support parts read; only the new prior's map encoded
+    # no prior map: F's support part is read; its query part asks for no layer4 (only the prior map
+    # reads layer4 here), another output, so it is encoded
+    assert rows["off"] == (3, 3)
