@@ -52,6 +52,7 @@ def test_the_whole_demo_runs_end_to_end_at_test_size_and_reports_every_row(tmp_p
     subprocess with its own local Ray; then a rerun reuses every stage."""
     import json
     import shutil
+    import re
     import subprocess
     import sys
 
@@ -65,7 +66,11 @@ def test_the_whole_demo_runs_end_to_end_at_test_size_and_reports_every_row(tmp_p
     demo = demo.replace("pretrain_config: configs/pretrain-embedded.yaml", "pretrain_config: configs/pretrain-demo.yaml")
     assert "n_images: 64," in demo and "pretrain-demo.yaml" in demo
     (tmp_path / "configs" / "demo.yaml").write_text(demo + "val_images: 24\nquery_point: [30, 30]\n")
-    overrides = ["overrides.shards=[samples_per_shard=8,longest_side=96,superpixels.slic.n_segments=16,data.min_class_pixels=64]"]
+    # the tiny stage configs as they are: the demo's own sizes (epochs, fit steps) are for the full data
+    overrides = [
+        "overrides.shards=[samples_per_shard=8,longest_side=96,superpixels.slic.n_segments=16,data.min_class_pixels=64]",
+        "overrides.pretrain=[]", "overrides.fewshot=[]",
+    ]  # fmt: skip
     cmd = [sys.executable, str(REPO / "jobs" / "demo.py"), "--config", "configs/demo.yaml", *overrides]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -75,6 +80,8 @@ def test_the_whole_demo_runs_end_to_end_at_test_size_and_reports_every_row(tmp_p
     assert "| qgnet - qgnet-no-prior |" in report and "| qgnet - proto-imagenet |" in report and "| qgnet - proto-imagenet-tuned |" in report
     assert "settings chosen on base-val episodes" in report  # the tuned row says what it chose
     assert "retrieval" in report  # the probe table
+    assert "Sizes and settings on top of each stage's config" in report and "samples_per_shard=8" in report  # what the demo changed, said
+    assert "## Feature store" in report and re.search(r"feature store .*: \d+ hits, [1-9]\d* misses", done.stdout), done.stdout[-2000:]
     assert "python jobs/explore.py --config configs/explore-demo.yaml" in done.stdout.strip().splitlines()[-1]
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "done in" not in again.stdout, again.stdout[-2000:]

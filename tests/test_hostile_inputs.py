@@ -411,6 +411,32 @@ def test_episode_file_naming_a_key_not_in_the_shards_is_refused_naming_file_epis
         index.get("img/999")
 
 
+def test_episode_file_whose_header_classes_were_edited_is_refused_naming_file_episode_and_class(tmp_path):
+    from glocon.fewshot.batches import ShardEpisodeSource
+    from glocon.fewshot.episodes import episodes_for
+
+    manifest = write_shards(tmp_path / "shards")
+    source = ShardEpisodeSource(ShardIndex(manifest.root))
+    kw = dict(benchmark="embedded", fold=0, mode="test", shots=1, n_episodes=3, seed=321, base=[1], novel=[3])
+    es, path, _ = episodes_for(source, tmp_path / "episodes", **kw)
+    doc = json.loads(path.read_text())
+    assert doc["header"]["classes"] == [3]
+    doc["header"]["classes"] = [2]  # the header now lists a class no episode draws, and not the one they do
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=rf"episode file {re.escape(str(path))}: episode 0 draws class 3, which its header's classes \[2\] do not list"):
+        episodes_for(source, tmp_path / "episodes", **kw)
+
+
+def test_probe_val_shards_that_do_not_exist_are_one_error_naming_the_key(tmp_path):
+    from glocon.probe.config import ProbeConfig
+    from glocon.probe.run import load_splits
+
+    manifest = write_shards(tmp_path / "shards")
+    cfg = ProbeConfig(train_shards=str(manifest.root), val_shards=str(tmp_path / "gone"))
+    with pytest.raises(ConfigError, match=rf"^probe: val_shards={re.escape(str(tmp_path / 'gone'))}: no shard manifest"):
+        load_splits(cfg)
+
+
 # ---------------------------------------------------------------------------------------------
 # configs
 # ---------------------------------------------------------------------------------------------
@@ -944,3 +970,107 @@ def test_a_model_fitted_on_another_class_split_is_refused_naming_both_splits(tmp
     allowed = evaluate(plugin, cfg([3], allow_split_mismatch=True), source=source)
     assert len(allowed["warnings"]) == 1 and "novel classes [3]" in allowed["warnings"][0]
     assert "**Warning:**" in (tmp_path / "eval" / "results.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# found by bench/hostile.py (each case there runs the CLI in a subprocess; these run in-process)
+# ---------------------------------------------------------------------------------------------
+def test_a_config_with_one_problem_is_one_line_naming_the_key_and_several_are_listed():
+    from glocon.train.config import PretrainConfig
+
+    with pytest.raises(ConfigError) as err:
+        load_config(PretrainConfig, CONFIGS / "pretrain-demo.yaml", ["loss.taux=0.1"])
+    assert "\n" not in str(err.value) and "unknown key 'loss.taux'; did you mean 'loss.tau'" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(PretrainConfig, CONFIGS / "pretrain-demo.yaml", ["loss.taux=0.1", "batch_size=-8"])
+    first, *rest = str(err.value).splitlines()
+    assert first.endswith("2 problems:") and len(rest) == 2
+    assert any("loss.taux" in r for r in rest) and any("'batch_size'" in r for r in rest)
+
+
+def test_pretraining_into_a_storage_path_that_is_a_file_is_refused_before_ray_starts(tmp_path):
+    import ray
+
+    from glocon.preflight import PreflightError
+    from glocon.train.config import PretrainConfig
+    from glocon.train.pretrain import run_pretraining
+
+    ray_was_up = ray.is_initialized()  # another module's Ray may still be up; this call must start none
+    write_shards(tmp_path / "shards", n=4, per_shard=2)
+    (tmp_path / "runs").write_text("not a folder")
+    cfg = load_config(PretrainConfig, CONFIGS / "pretrain-demo.yaml", [f"data.shards={tmp_path / 'shards'}", "num_workers=1",
+                                                                      "batch_size=2", f"storage_path={tmp_path / 'runs'}"])
+    with pytest.raises(PreflightError, match=rf"^storage_path={re.escape(str(tmp_path / 'runs'))} is a file, expected a folder"):
+        run_pretraining(cfg)
+    (tmp_path / "runs").unlink()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "pretrain-demo").write_text("not a folder")  # the run's own folder
+    with pytest.raises(PreflightError, match=r"^name=.*pretrain-demo is a file"):
+        run_pretraining(cfg)
+    assert ray.is_initialized() == ray_was_up
+
+
+def test_show_superpixels_of_a_missing_key_or_a_damaged_shard_is_one_error_line(tmp_path, capsys):
+    from glocon.cli import main
+
+    manifest = write_shards(tmp_path / "shards")
+    out = tmp_path / "fig.png"
+    assert main(["show", "superpixels", "--shards", str(manifest.root), "--key", "img/999", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: sample 'img/999' is not in the shards of")
+    path = manifest.shard_path(manifest.shards[0].name)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x5A
+    path.write_bytes(bytes(data))
+    assert main(["show", "superpixels", "--shards", str(manifest.root), "--key", manifest.shards[0].keys[0], "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: shard {path}") and not out.exists()
+
+
+def test_a_negative_bank_worker_count_is_a_config_error_naming_the_key():
+    from glocon.bank.config import BankConfig
+
+    with pytest.raises(ConfigError, match=r"field 'workers': Input should be greater than or equal to 0"):
+        load_config(BankConfig, None, ["workers=-2"])
+
+
+@pytest.mark.parametrize("name, argv, key", [("sweep", ["space.tau=[0.2, -0.07]"], "space.tau"), ("demo", ["foldz=[0]"], "foldz")])
+def test_the_sweep_and_the_demo_print_their_one_line_as_error_like_every_job(name, argv, key, capsys):
+    from glocon.cli import load_job
+
+    assert load_job(name).main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: invalid config") and key in err
+
+
+def test_store_prune_with_a_negative_size_and_ls_of_a_damaged_namespace_are_errors_that_keep_the_store(tmp_path, capsys):
+    from glocon.cli import main
+    from glocon.featstore import FeatureStore, memo, weights_digest
+
+    store = FeatureStore(tmp_path / "s")
+    enc = torch.nn.Conv2d(3, 4, 3, padding=1).requires_grad_(False)
+    memo(store, store.namespace(weights_digest(enc), "out"), lambda x: {"a": enc(x)}, torch.rand(3, 3, 8, 8))
+    before = _tree(tmp_path / "s")
+    assert main(["store", "prune", "--root", str(tmp_path / "s"), "--max-gb", "-1"]) == 2
+    assert capsys.readouterr().err.startswith("error: --max-gb -1: expected a size in GiB >= 0")
+    assert _tree(tmp_path / "s") == before  # not emptied, as --max-gb 0 would
+    meta = next((tmp_path / "s").rglob("meta.json"))
+    meta.write_text("{oops")
+    assert main(["store", "ls", "--root", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: feature store {meta}: unreadable")
+
+
+def test_bank_class_names_are_read_before_anything_is_embedded(tmp_path):
+    from glocon.bank.build import build_bank
+    from glocon.bank.config import BankConfig
+    from glocon.preflight import PreflightError
+
+    (tmp_path / "prior.pt").write_bytes(b"not read: the class names fail first")
+    names = tmp_path / "names.yaml"
+    names.write_text(_billion_laughs())
+    cfg = BankConfig(prior=str(tmp_path / "prior.pt"), shards=str(tmp_path / "shards"), out=str(tmp_path / "bank"),
+                     class_names=str(names), workers=0, device="cpu")
+    with pytest.raises(PreflightError, match=rf"^class_names {re.escape(str(names))}: refused to load this YAML"):
+        build_bank(cfg)
+    assert not (tmp_path / "bank").exists()

@@ -1,7 +1,7 @@
 """What every Ray job's driver checks before Ray starts (glocon.preflight): no Ray in this module.
 
-Each failure is one line naming the config key to change; the jobs print it as ``error: ...``
-(the sweep as ``sweep: ...``) and exit 2. Shards are written directly (tests/shard_writer.py).
+Each failure is one line naming the config key to change; the jobs (the sweep too) print it as
+``error: ...`` and exit 2. Shards are written directly (tests/shard_writer.py).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_sweep_with_more_workers_per_trial_than_shards_exits_2_before_ray_starts
     d["pretrain_overrides"] = [o for o in d["pretrain_overrides"] if not o.startswith("num_workers")]
     code = load_job("sweep").main(["--config", str(write_yaml(tmp_path / "sweep.yaml", d))])
     assert code == 2
-    line = one_error_line(capsys.readouterr().err, prefix="sweep: ")
+    line = one_error_line(capsys.readouterr().err, prefix="error: ")
     assert "1 shard(s) cannot feed resources.workers_per_trial=2 ranks" in line and "samples_per_shard" in line
     assert "data.resampled=true" in line
     assert not ray.is_initialized() and not (tmp_path / "sweeps" / "too-wide").exists()

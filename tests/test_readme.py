@@ -200,6 +200,19 @@ def check_explore(root: Path, proc: subprocess.Popen) -> None:
             time.sleep(1)
 
 
+def check_store_du(root: Path, out: subprocess.CompletedProcess) -> None:
+    # the probe, bank and few-shot commands above kept their frozen maps in the default store ($HOME's cache)
+    assert re.search(r"[1-9]\d* entries", out.stdout) and str(root / ".cache" / "glocon" / "features") in out.stdout, out.stdout
+
+
+def check_store_ls(root: Path, out: subprocess.CompletedProcess) -> None:
+    assert "dense_map:" in out.stdout and "total" in out.stdout, out.stdout
+
+
+def check_store_prune(root: Path, out: subprocess.CompletedProcess) -> None:
+    assert out.stdout.startswith("pruned ") and "entries" in out.stdout, out.stdout
+
+
 CHECKS = {
     r"make_shards\.py --config configs/shards-voc\.yaml": check_voc,
     r"make_shards\.py --config configs/shards-coco\.yaml": check_coco,
@@ -216,6 +229,9 @@ CHECKS = {
     r"^python jobs/fewshot\.py eval": check_eval,
     r"^python jobs/fewshot\.py compare": check_compare,
     r"^python jobs/explore\.py": check_explore,
+    r"^glocon store du": check_store_du,
+    r"^glocon store ls": check_store_ls,
+    r"^glocon store prune": check_store_prune,
 }
 SERVERS = (r"^python jobs/explore\.py",)
 

@@ -191,7 +191,9 @@ def all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def _format_errors(model: type[BaseModel], exc: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
+    """One line per problem; a single problem stays on the first line, so a job's one ``error:``
+    line names the key (several follow it, indented)."""
+    problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         dotted = ".".join(str(p) for p in loc)
@@ -200,10 +202,12 @@ def _format_errors(model: type[BaseModel], exc: ValidationError, source: str) ->
             valid = list(owner.model_fields) if owner else []
             near = difflib.get_close_matches(str(loc[-1]), valid, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(repr('.'.join([*map(str, loc[:-1]), n])) for n in near)}?" if near else ""
-            lines.append(f"  unknown key {dotted!r}{hint} (valid keys here: {', '.join(valid)})")
+            problems.append(f"unknown key {dotted!r}{hint} (valid keys here: {', '.join(valid)})")
         else:
-            lines.append(f"  field {dotted!r}: {err['msg']} (expected {err['type']}, got {err.get('input')!r})")
-    return "\n".join(lines)
+            problems.append(f"field {dotted!r}: {err['msg']} (expected {err['type']}, got {err.get('input')!r})")
+    if len(problems) == 1:
+        return f"invalid config ({source}): {problems[0]}"
+    return "\n".join([f"invalid config ({source}): {len(problems)} problems:", *(f"  {p}" for p in problems)])
 
 
 def load_config(model: type[M], path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> M:

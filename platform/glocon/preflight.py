@@ -116,7 +116,11 @@ def check_file(path: str | None, key: str, what: str) -> None:
 
 
 def check_pretrain(cfg: Any, *, ranks_key: str = "num_workers") -> None:
-    """A PretrainConfig (paths already resolved): shards, readers per shard, one global batch, probe shards."""
+    """A PretrainConfig (paths already resolved): the run folder, shards, readers per shard, one
+    global batch, probe shards."""
+    if "://" not in str(cfg.storage_path):  # a storage URI is Ray's to check
+        check_out_dir(cfg.storage_path, "storage_path")
+        check_out_dir(Path(cfg.storage_path).expanduser() / cfg.name, "name")
     specs = [("data.shards", cfg.data.shards)] + [(f"data.extra_shards[{i}]", s) for i, s in enumerate(cfg.data.extra_shards)]
     sets = [shard_set(spec, key) for key, spec in specs]
     # The loop streams in each Train worker's own process (no DataLoader processes): one reader per rank.
@@ -150,9 +154,17 @@ def check_sweep(pretrain_cfg: Any, objective_cfg: Any | None = None, probe: dict
 
 
 def check_bank(cfg: Any) -> None:
-    """A BankConfig: the prior export exists, the shards exist and match their manifest, ``out`` can be a folder."""
+    """A BankConfig: the prior export exists, the class names read, the shards exist and match their
+    manifest, ``out`` can be a folder."""
     check_out_dir(cfg.out, "out")
     check_file(cfg.prior, "prior", "a prior-extractor export, e.g. <storage_path>/<name>/prior.pt of jobs/pretrain.py")
+    if cfg.class_names:  # read at the end of a build: a bad file would cost the whole embedding first
+        from glocon.bank.store import load_class_names
+
+        try:
+            load_class_names(cfg.class_names)
+        except DataError as exc:
+            raise PreflightError(str(exc)) from None
     spec = cfg.shards
     if spec and not spec.endswith(".tar") and not any(c in spec for c in "*?[,"):
         shard_set(spec, "shards")

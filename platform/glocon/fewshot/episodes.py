@@ -328,6 +328,8 @@ def validate_episodes(
             raise DataError(f"episode file {path}: episode {i} repeats an image (query {e.query!r}, supports {list(e.supports)})")
         if e.cls in forbidden:
             raise DataError(f"episode file {path}: episode {i} draws class {e.cls}, which this mode must not touch")
+        if e.cls not in es.classes:  # an edited header: the scores are accumulated over the header's classes
+            raise DataError(f"episode file {path}: episode {i} draws class {e.cls}, which its header's classes {list(es.classes)} do not list")
         if index is not None:
             keys = index.get(e.cls)
             missing = [k for k in (e.query, *e.supports) if keys is None or k not in keys]

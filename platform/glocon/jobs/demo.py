@@ -13,7 +13,7 @@ from glocon.jobmain import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job(argv, DemoConfig, demo, label="demo")
+    return run_job(argv, DemoConfig, demo)
 
 
 def demo(cfg: DemoConfig) -> None:

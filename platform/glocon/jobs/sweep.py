@@ -19,7 +19,7 @@ from glocon.jobmain import run_job
 def main(argv: list[str] | None = None) -> int:
     from glocon.tune.space import load_sweep_config
 
-    return run_job(argv, lambda args: load_sweep_config(*split_cli(args)), sweep, label="sweep")
+    return run_job(argv, lambda args: load_sweep_config(*split_cli(args)), sweep)
 
 
 def sweep(cfg: Any) -> int:

@@ -46,10 +46,14 @@ LABELS = {
 
 
 # -- data --------------------------------------------------------------------------------------
-def _samples(spec: str, limit: int | None) -> list[Sample]:
+def _samples(spec: str, limit: int | None, key: str = "train_shards") -> list[Sample]:
     from glocon.data.readers import ShardIndex
+    from glocon.errors import DataError
 
-    index = ShardIndex(spec)
+    try:
+        index = ShardIndex(spec)
+    except (DataError, FileNotFoundError) as exc:
+        raise ConfigError(f"probe: {key}={spec}: {exc}") from None
     out = []
     for key in index.keys():
         s = index.get(key)
@@ -70,7 +74,7 @@ def load_splits(cfg: ProbeConfig) -> tuple[list[Sample], list[Sample]]:
     if not cfg.train_shards:
         raise ConfigError("probe: train_shards is empty; expected a labelled shard folder or manifest (glocon shards)")
     if cfg.val_shards:
-        train, val = _samples(cfg.train_shards, cfg.limit), _samples(cfg.val_shards, cfg.limit)
+        train, val = _samples(cfg.train_shards, cfg.limit), _samples(cfg.val_shards, cfg.limit, "val_shards")
         clash = {s.key for s in train} & {s.key for s in val}
         if clash:
             raise ConfigError(f"probe: {len(clash)} keys are in both train_shards and val_shards, e.g. {sorted(clash)[:3]}; the val images must be held out")
