@@ -38,7 +38,7 @@ def min_max_normalize(s: torch.Tensor, eps: float) -> torch.Tensor:
 ALIGN_CORNERS = False
 
 
-def resize(x: torch.Tensor, size: tuple[int, int] | list[int], mode: str = "bilinear") -> torch.Tensor:
+def resize(x: torch.Tensor, size: tuple[int, ...] | list[int] | torch.Size, mode: str = "bilinear") -> torch.Tensor:
     """(N, C, h, w) -> (N, C, *size), pixel centres aligned; a no-op at the same size."""
     import torch.nn.functional as F
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Literal, NamedTuple
 
 from glocon.config import GloconModel, validate_config
 from glocon.errors import GloconError
@@ -34,6 +34,23 @@ if TYPE_CHECKING:  # only for annotations: the platform must import without torc
     from glocon.models.prior import PriorExtractor
 
 GROUP = "glocon.plugins"
+
+PriorKind = Literal["pretrained", "untrained", "imagenet"]
+
+
+class Row(NamedTuple):
+    """One row of a plugin's controlled comparison (``Plugin.variants``: row name -> Row).
+
+    ``overrides``: the model keys the row changes (``"model.use_prior_map=false"``); ``prior``:
+    which prior it reads (the pretrained one, the same architecture untrained, F's ImageNet
+    backbone exported as a prior, or None for no prior); ``tune``: its settings are chosen on
+    base-val episodes first (``Plugin.base_val_choices``), never on novel classes. A Row is a
+    tuple, so a plugin may still declare ``(overrides, prior)``.
+    """
+
+    overrides: tuple[str, ...] = ()
+    prior: PriorKind | None = "pretrained"
+    tune: bool = False
 
 
 class PluginError(GloconError, LookupError):
@@ -55,7 +72,7 @@ class Plugin:
     # prior: "pretrained" | "untrained" | "imagenet" | None); the first row is the plugin's own, the rest its controls
     # ("imagenet": an export of the pip wheel's ImageNet backbone at the prior's stride, glocon.models.prior)
     # An optional third item True marks a row whose settings are chosen on base-val (base_val_choices).
-    variants: dict[str, tuple[Any, ...]] = {}
+    variants: dict[str, Row | tuple[Any, ...]] = {}
     # override sets a training-free plugin's "-tuned" rows choose among on base-val episodes
     # (glocon.fewshot.choose), as a trained head's recipe is chosen on base classes
     base_val_choices: tuple[tuple[str, ...], ...] = ()
@@ -68,7 +85,7 @@ class Plugin:
             data = data.model_dump()
         return validate_config(self.config_model, dict(data or {}), source or f"plugin {self.name!r}")
 
-    def build_model(self, cfg: GloconModel, prior: "PriorExtractor | None") -> "nn.Module":
+    def build_model(self, cfg: GloconModel, prior: "PriorExtractor | None" = None) -> "nn.Module":
         """A segmenter following the interface in this module's docstring."""
         raise NotImplementedError(f"plugin {self.name!r} does not implement build_model")
 

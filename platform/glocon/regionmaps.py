@@ -38,7 +38,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"expected a (B, C, h, w) or (B, C, N) tensor, got shape {tuple(x.shape)}")
 
 
-def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
     if device.type in ("cuda", "cpu"):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()  # e.g. the meta device, which has no autocast state
@@ -60,7 +60,8 @@ def cosine_similarity_map(x: torch.Tensor, p: torch.Tensor, eps: float = EPS) ->
         xf, pf = xf.to(dtype), pf.to(dtype)
         dots = torch.bmm(xf.transpose(1, 2), pf)  # (B, hw, h'w')
         norms = xf.norm(dim=1).unsqueeze(2) * pf.norm(dim=1).unsqueeze(1)  # (B, hw, 1) * (B, 1, h'w')
-        return dots / (norms + eps)
+        out: torch.Tensor = dots / (norms + eps)
+        return out
 
 
 def min_max_normalize(s: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -81,7 +82,7 @@ def prior_region_map(bridge: torch.Tensor, prior: torch.Tensor, eps: float = EPS
     return min_max_normalize(s, eps).view(b, 1, h, w)  # Eq. (12)
 
 
-def _fit_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _fit_mask(mask: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """(B, 1, H, W) or (B, H, W) mask -> (B, 1, *size); bilinear (``glocon.ops.resize``)."""
     if mask.dim() == 3:
         mask = mask.unsqueeze(1)

@@ -18,13 +18,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glocon import ops
-from glocon.config import GloconModel
-from glocon.errors import ConfigError
-from glocon.models.backbones import build_backbone
-from glocon.models.prior import PriorExtractor, load_prior_extractor, with_output_stride
-from glocon.ops import IGNORE_INDEX
-from glocon.plugins import Plugin, encode_images
+from glocon.plugin_api import (
+    IGNORE_INDEX,
+    ConfigError,
+    GloconModel,
+    Plugin,
+    PriorExtractor,
+    Row,
+    build_backbone,
+    encode_images,
+    load_prior_extractor,
+    masked_average,
+    min_max_normalize,
+    resize,
+    with_output_stride,
+)
 
 EPS = 1e-7
 
@@ -57,17 +65,21 @@ def masked_average_pool(feats: torch.Tensor, masks: torch.Tensor, eps: float = 1
     """
     if tuple(masks.shape[-2:]) != tuple(feats.shape[-2:]):
         masks = F.interpolate(masks, size=feats.shape[-2:], mode="area")
-    return ops.masked_average(feats, masks, eps)
+    return masked_average(feats, masks, eps)
 
 
 def prototype_similarity(feats: torch.Tensor, proto: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Cosine between every position of feats (B, C, h, w) and its image's prototype (B, C) -> (B, h, w)."""
     dots = (feats * proto[:, :, None, None]).sum(dim=1)
-    return dots / (feats.norm(dim=1) * proto.norm(dim=1)[:, None, None] + eps)
+    sim: torch.Tensor = dots / (feats.norm(dim=1) * proto.norm(dim=1)[:, None, None] + eps)
+    return sim
 
 
 class ProtoSegmenter(nn.Module):
     """The segmenter interface of ``glocon.plugins``; no trainable parameter."""
+
+    mean: torch.Tensor  # ImageNet normalisation of the backbone's input (buffers)
+    std: torch.Tensor
 
     def __init__(self, cfg: ProtoConfig, prior: PriorExtractor | None = None) -> None:
         super().__init__()
@@ -111,7 +123,8 @@ class ProtoSegmenter(nn.Module):
         if self.prior is not None:
             return self.prior.dense_map(images, layer)
         assert self.backbone is not None
-        return self.backbone((images - self.mean) / self.std, upto=layer)[layer]
+        feats: torch.Tensor = self.backbone((images - self.mean) / self.std, upto=layer)[layer]
+        return feats
 
     # -- frozen encoders, then the training-free head (glocon.fewshot.encoded encodes each image once)
     @torch.no_grad()
@@ -158,18 +171,18 @@ class ProtoSegmenter(nn.Module):
             proto_bg = masked_average_pool(sf, s["bg"].flatten(0, 1)).view(b, k, -1).mean(dim=1)
             scores = torch.stack([prototype_similarity(qf, proto_bg), sim_fg], dim=1) * cfg.scale
         else:
-            sim = ops.min_max_normalize(sim_fg, EPS) if cfg.normalize else sim_fg
+            sim = min_max_normalize(sim_fg, EPS) if cfg.normalize else sim_fg
             # sigmoid(scale * (s - t)) is the foreground probability; argmax == (s > t)
             margin = (sim - cfg.threshold) * (cfg.scale / 2)
             scores = torch.stack([-margin, margin], dim=1)
-        logits = ops.resize(scores, tuple(size))
-        return {"logits": logits, "guided_region_map": ops.min_max_normalize(sim_fg, EPS).unsqueeze(1)}
+        logits = resize(scores, tuple(size))
+        return {"logits": logits, "guided_region_map": min_max_normalize(sim_fg, EPS).unsqueeze(1)}
 
     def loss(self, out: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """CE with 255 ignored (reported only: nothing here trains)."""
         logits = out["logits"]
         if tuple(logits.shape[-2:]) != tuple(target.shape[-2:]):
-            logits = ops.resize(logits, target.shape[-2:])
+            logits = resize(logits, target.shape[-2:])
         if not (target != IGNORE_INDEX).any():
             return logits.sum() * 0.0, {"loss": 0.0}
         loss = F.cross_entropy(logits, target.long(), ignore_index=IGNORE_INDEX)
@@ -187,10 +200,10 @@ class ProtoPlugin(Plugin):
     # prior at, so every row compares at one feature resolution: on F's own ImageNet features
     # (EfficientNet-Lite0, the demo's F) and on the prior's
     variants = {
-        "proto-imagenet": (IMAGENET, None),
-        "proto-prior": (("model.output_stride=16",), "pretrained"),
+        "proto-imagenet": Row(IMAGENET, None),
+        "proto-prior": Row(("model.output_stride=16",)),
         # the same on F's features with its threshold and mode chosen on base-val (the fair bar)
-        "proto-imagenet-tuned": (IMAGENET, None, True),
+        "proto-imagenet-tuned": Row(IMAGENET, None, tune=True),
     }
     # the threshold and mode chosen on base-val episodes (glocon.fewshot.choose): the "-tuned" rows
     base_val_choices = (
@@ -199,8 +212,8 @@ class ProtoPlugin(Plugin):
     )
     description = "training-free baseline: masked-average support prototype, cosine, threshold (PANet's non-parametric step)"
 
-    def build_model(self, cfg: ProtoConfig, prior: PriorExtractor | None = None) -> ProtoSegmenter:
-        return ProtoSegmenter(self.make_config(cfg), prior)
+    def build_model(self, cfg: GloconModel, prior: PriorExtractor | None = None) -> ProtoSegmenter:
+        return ProtoSegmenter(ProtoConfig.model_validate(self.make_config(cfg)), prior)
 
 
 plugin = ProtoPlugin()

@@ -22,6 +22,7 @@ from glocon.dashboard import Dashboard
 from glocon.errors import ConfigError
 from glocon.fewshot import stats
 from glocon.fewshot.batches import CachedSource, load_eval_episode, stack_eval
+from glocon.segmenter import region_maps_of
 from glocon.fewshot.config import FewShotConfig
 from glocon.featstore import StoreStats, open_store
 from glocon.featstore.store import store_delta
@@ -55,7 +56,7 @@ def evaluate_episodes(
     beside the logits) gets each scored against the masks and drawn in Fig. 5; the platform knows
     no map by name."""
     model.eval()
-    region_maps: tuple[str, ...] = tuple(getattr(model, "region_maps", ()))
+    region_maps = region_maps_of(model)
     acc = ClassIoUAccumulator(es.classes)
     regions: dict[str, RegionMapAccumulator] = {}
     per_episode: list[float] = []

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glocon.ops import resize
+from glocon.plugin_api import resize
 
 PFENET_BINS = (60, 30, 15, 8)
 PFENET_FEATURE_SIZE = 60  # (473 - 1) / 8 + 1: PFENet's bins are absolute at this feature size

@@ -24,15 +24,22 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
-from glocon.config import GloconModel
-from glocon.errors import ConfigError
-from glocon.models.backbones import Backbone, build_backbone, dilate_resnet_
-from glocon.models.prior import PriorExtractor, load_prior_extractor, with_output_stride
-from glocon.ops import IGNORE_INDEX, resize
-from glocon.plugins import encode_images
+from glocon.plugin_api import (
+    IGNORE_INDEX,
+    Backbone,
+    ConfigError,
+    GloconModel,
+    PriorExtractor,
+    build_backbone,
+    dilate_resnet_,
+    encode_images,
+    load_prior_extractor,
+    resize,
+    with_output_stride,
+)
 
 from glocon_qgnet.fem import FEM, PFENET_BINS, PFENET_FEATURE_SIZE
-from glocon.regionmaps import EPS, category_guider, guided_region_map, k_shot_average, prior_region_map
+from glocon.plugin_api import EPS, category_guider, guided_region_map, k_shot_average, prior_region_map
 
 
 class QGNetConfig(GloconModel):
@@ -111,7 +118,7 @@ def _down(cin: int, cout: int, k: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel_size=k, padding=k // 2, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(p=dropout))
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return resize(x, size)  # one rule for every resize (glocon.ops: why not align_corners)
 
 
@@ -123,6 +130,8 @@ class QGNet(nn.Module):
     # the dense maps forward returns beside the logits: the evaluator scores them against the masks
     # and draws them in Fig. 5 (it knows no map by name)
     region_maps = ("prior_region_map", "guided_region_map")
+    mean: torch.Tensor  # ImageNet normalisation of F's input (buffers)
+    std: torch.Tensor
 
     def __init__(self, cfg: QGNetConfig, prior: PriorExtractor | None = None) -> None:
         super().__init__()
@@ -252,7 +261,7 @@ class QGNet(nn.Module):
         if cfg.use_prior_map:
             assert self.prior is not None
             query.append(("prior", lambda x: {"prior": self.prior_features(x)}, self.prior, {"prior_source": cfg.prior_source}))
-        support = [("F", lambda imgs, masks: self.encode_support(imgs, masks), self.backbone, {**f_key, "layer4": self._guided_reads_layer4})]
+        support: list[tuple[str, Any, nn.Module, dict[str, Any]]] = [("F", lambda imgs, masks: self.encode_support(imgs, masks), self.backbone, {**f_key, "layer4": self._guided_reads_layer4})]
         return {"encode_query": query, "encode_support": support}
 
     @property

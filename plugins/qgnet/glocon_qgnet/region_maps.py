@@ -1,7 +1,7 @@
 """QGNet's region maps and category guider (Eq. 9-12). One definition, in the platform's
-``glocon.regionmaps`` (the dense probe measures them too); re-exported here under the plugin's name."""
+``glocon.regionmaps``, through ``glocon.plugin_api`` (the dense probe measures them too); re-exported here under the plugin's name."""
 
-from glocon.regionmaps import (  # noqa: F401
+from glocon.plugin_api import (  # noqa: F401
     EPS,
     GAP_EPS,
     category_guider,
