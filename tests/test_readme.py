@@ -213,6 +213,36 @@ def check_store_prune(root: Path, out: subprocess.CompletedProcess) -> None:
     assert out.stdout.startswith("pruned ") and "entries" in out.stdout, out.stdout
 
 
+def _exported(root: Path, name: str) -> Path:
+    return root / "runs" / "demo" / "pretrain" / "prior" / name
+
+
+def check_export_timm(root: Path, out: subprocess.CompletedProcess) -> None:
+    import timm
+    import torch
+
+    assert "check: loads strict=True" in out.stdout, out.stdout
+    timm.create_model("resnet18").load_state_dict(torch.load(_exported(root, "prior-timm.pth"), weights_only=True))  # the demo prior's arch
+
+
+def check_export_torchvision(root: Path, out: subprocess.CompletedProcess) -> None:
+    import torch
+    import torchvision
+
+    assert "check: loads strict=True" in out.stdout, out.stdout
+    torchvision.models.resnet18().load_state_dict(torch.load(_exported(root, "prior-torchvision.pth"), weights_only=True))
+
+
+def check_export_onnx(root: Path, out: subprocess.CompletedProcess) -> None:
+    import numpy as np
+    import onnxruntime
+
+    assert "check: onnxruntime matches" in out.stdout, out.stdout
+    images = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    features = onnxruntime.InferenceSession(str(_exported(root, "prior.onnx"))).run(None, {"images": images})[0]
+    assert features.shape == (1, 512, 4, 4)  # resnet18 at the demo's output stride 16
+
+
 CHECKS = {
     r"make_shards\.py --config configs/shards-voc\.yaml": check_voc,
     r"make_shards\.py --config configs/shards-coco\.yaml": check_coco,
@@ -232,6 +262,9 @@ CHECKS = {
     r"^glocon store du": check_store_du,
     r"^glocon store ls": check_store_ls,
     r"^glocon store prune": check_store_prune,
+    r"^glocon export .* --format timm ": check_export_timm,
+    r"^glocon export .* --format torchvision ": check_export_torchvision,
+    r"^glocon export .* --format onnx ": check_export_onnx,
 }
 SERVERS = (r"^python jobs/explore\.py",)
 

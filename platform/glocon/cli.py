@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   glocon show superpixels --shards runs/demo/shards --key embedded/000003 --out fig4.png
   glocon plugins
   glocon store du                  # the feature store: ls | du | prune --max-gb 2
+  glocon export runs/demo/pretrain/prior/prior.pt --format onnx prior.onnx   # or --format timm|torchvision
   glocon demo                      # the whole pipeline on the embedded data
   glocon explore --config configs/explore-demo.yaml   # then open http://127.0.0.1:8765
 """
@@ -79,6 +80,43 @@ def _show(argv: list[str]) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is glocon's one line (``error: ...``, exit 2), not usage + message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        from glocon.errors import ConfigError
+
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _export(argv: list[str]) -> int:
+    parser = _OneLineParser(
+        prog="glocon export",
+        description="Write a prior export (prior.pt) for other frameworks: a timm or torchvision state dict that the "
+        "matching model loads with strict=True (ResNets in both, EfficientNet-Lite0 in timm; the classification head, "
+        "which a prior has not, is the framework's fresh init, seed 0), or an ONNX file of the dense map (normalisation "
+        "inside). Each is checked against glocon's own features before it is written.",
+    )
+    parser.add_argument("prior", metavar="PRIOR", help="a prior export, e.g. runs/demo/pretrain/prior/prior.pt")
+    parser.add_argument("--format", required=True, metavar="timm|torchvision|onnx", help="timm / torchvision: a state dict; onnx: the dense feature extractor")
+    parser.add_argument("out", metavar="OUT", help="the file to write, in a folder that exists")
+    parser.add_argument("--map", default=None, help="onnx only: which dense map (prior, backbone, local_head, layer2, layer3, layer4; default prior)")
+    from glocon.errors import GloconError
+    from glocon.models.export import export_prior, exit_code
+
+    try:
+        args = parser.parse_args(argv)
+        done = export_prior(args.prior, args.format, args.out, args.map)
+    except GloconError as exc:  # bad input: one line naming the file or argument, no traceback
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return exit_code(exc)
+    print(done.what)
+    print(done.check)
+    for note in done.notes:
+        print(note)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -94,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("show", help="show superpixels: the Fig. 4 picture for one sample", add_help=False)
     sub.add_parser("plugins", help="list the few-shot plugins found by entry point")
     sub.add_parser("store", help="store ls|du|prune: the feature store of frozen encoder outputs", add_help=False)
+    sub.add_parser("export", help="export PRIOR --format timm|torchvision|onnx OUT: a prior for other frameworks", add_help=False)
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0
@@ -114,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         from glocon.featstore.cli import main as store_main
 
         return store_main(rest)
+    if cmd == "export":
+        return _export(rest)
     parser.error(f"unknown command {cmd!r}")
     return 2
 
