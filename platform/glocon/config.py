@@ -148,7 +148,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> None:
+def _set_path(data: dict[str, Any], parts: list[str], value: object) -> None:
     node = data
     for i, part in enumerate(parts[:-1]):
         nxt = node.get(part)

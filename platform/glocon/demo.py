@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glocon.config import GloconModel, load_config, save_resolved
 from glocon.data.layouts import LayoutConfig
 from glocon.fewshot.variants import variant_config, variants
 from glocon.io import atomic_write_json, atomic_write_text, sha256_file
 from glocon.pipeline import StageResult, run_stage
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.data.schema import Sample
+    from glocon.fewshot.config import FewShotConfig
 
 # which few-shot benchmark (fold split) a layout's classes follow
 BENCHMARK = {"embedded": "embedded", "voc": "pascal", "coco": "coco", "fss": "fss", "folder": "embedded"}
@@ -185,7 +189,7 @@ def stage_bank(cfg: DemoConfig, out: Path, shards: StageResult, prior: StageResu
     return run_stage(out, "bank", {"cfg": bcfg.model_dump(mode="json"), "prior": sha256_file(prior.outputs["prior"]), "key": key}, run)
 
 
-def _object_point(sample: Any) -> tuple[int, int]:
+def _object_point(sample: Sample) -> tuple[int, int]:
     """(x, y) of a pixel inside the largest labelled object (the image centre without a mask)."""
     import numpy as np
 
@@ -229,7 +233,7 @@ def stage_imagenet_prior(cfg: DemoConfig, out: Path, prior: StageResult) -> Stag
     return run_stage(out, "imagenet-prior", {"prior": sha256_file(prior.outputs["prior"]), "backbone": "efficientnet_lite0"}, run)
 
 
-def _fewshot_cfg(cfg: DemoConfig, out: Path, variant: str, prior: str | None, val: StageResult | None = None) -> Any:
+def _fewshot_cfg(cfg: DemoConfig, out: Path, variant: str, prior: str | None, val: StageResult | None = None) -> FewShotConfig:
     v = variants(cfg.plugins)[variant]
     return variant_config(
         cfg.fewshot_config, variant, v, priors={v.prior: prior} if v.prior else {}, fit_shards=out / "shards",

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from glocon.io import atomic_write_json
 
 
-def config_hash(config: Any) -> str:
+def config_hash(config: object) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -35,7 +35,7 @@ def stage_record(root: str | Path, name: str) -> Path:
     return Path(root) / "stages" / f"{name}.json"
 
 
-def run_stage(root: str | Path, name: str, config: Any, fn: Callable[[], dict[str, Any]]) -> StageResult:
+def run_stage(root: str | Path, name: str, config: object, fn: Callable[[], dict[str, Any]]) -> StageResult:
     """Run ``fn`` unless a finished record with the same config exists. ``fn`` returns
     ``{"outputs": {label: path}, **info}``; outputs must exist when it returns."""
     record = stage_record(root, name)

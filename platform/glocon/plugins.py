@@ -23,15 +23,20 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Iterable, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, NamedTuple
 
 from glocon.config import GloconModel, validate_config
 from glocon.errors import GloconError
 
 if TYPE_CHECKING:  # only for annotations: the platform must import without torch models loaded
+    from importlib.metadata import EntryPoint
+
+    import torch
     from torch import nn
 
+    from glocon.fewshot.config import FewShotConfig
     from glocon.models.prior import PriorExtractor
+    from glocon.segmenter import SplitEncoders
 
 GROUP = "glocon.plugins"
 
@@ -90,17 +95,17 @@ class Plugin:
         raise NotImplementedError(f"plugin {self.name!r} does not implement build_model")
 
     # The three verbs delegate to the shared runner, imported late so that listing plugins stays cheap.
-    def fit(self, cfg: Any) -> Any:
+    def fit(self, cfg: FewShotConfig | Mapping[str, Any]) -> dict[str, Any]:
         from glocon.fewshot import runner
 
         return runner.fit(self, cfg)
 
-    def evaluate(self, cfg: Any) -> Any:
+    def evaluate(self, cfg: FewShotConfig | Mapping[str, Any]) -> dict[str, Any]:
         from glocon.fewshot import runner
 
         return runner.evaluate(self, cfg)
 
-    def objective(self, prior_path: str, cfg: Any) -> float:
+    def objective(self, prior_path: str, cfg: FewShotConfig | Mapping[str, Any]) -> float:
         """A cheap score of a freshly pretrained prior (higher is better), for Ray Tune."""
         from glocon.fewshot import runner
 
@@ -119,13 +124,13 @@ class PluginScan:
     sources: dict[str, str]  # entry-point name -> "module:attr (distribution)"
 
 
-def _source(ep: Any) -> str:
+def _source(ep: EntryPoint) -> str:
     dist_name = getattr(getattr(ep, "dist", None), "name", None)
     value = getattr(ep, "value", "?")
     return f"{value} ({dist_name})" if dist_name else str(value)
 
 
-def _as_plugin(name: str, obj: Any) -> Plugin:
+def _as_plugin(name: str, obj: object) -> Plugin:
     if isinstance(obj, type) and issubclass(obj, Plugin):
         obj = obj()
     if not isinstance(obj, Plugin):
@@ -137,7 +142,7 @@ def _as_plugin(name: str, obj: Any) -> Plugin:
     return obj
 
 
-def _entry_points() -> Iterable[Any]:
+def _entry_points() -> Iterable[EntryPoint]:
     return entry_points(group=GROUP)
 
 
@@ -198,7 +203,7 @@ def list_plugins() -> list[dict[str, str]]:
     return rows
 
 
-def encode_images(model: Any, query: Any, support_images: Any, support_masks: Any) -> tuple[dict, dict, tuple[int, int]]:
+def encode_images(model: SplitEncoders, query: torch.Tensor, support_images: torch.Tensor, support_masks: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], tuple[int, int]]:
     """What a split model's ``head`` takes, from images: (query features (B, ...), support
     features (B, K, ...), output size), through its ``encode_query`` / ``encode_support``, the
     same split the fit cache and evaluation's encode-once read (``glocon.fewshot.encoded``)."""

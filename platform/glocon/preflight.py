@@ -26,13 +26,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 # PreflightError and check_out_dir live below glocon.data.shards, which raises both (make_shards'
 # out_dir checks); glocon.preflight imports the data modules, so defining them here made a cycle
 # (tests/test_import_graph.py). Both are still importable from here.
 from glocon.errors import DataError, PreflightError
 from glocon.paths import check_out_dir
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.bank.config import BankConfig
+    from glocon.fewshot.config import FewShotConfig
+    from glocon.train.config import PretrainConfig
 
 MAKE_SHARDS = "jobs/make_shards.py"
 
@@ -115,7 +120,7 @@ def check_file(path: str | None, key: str, what: str) -> None:
         raise PreflightError(f"{key}={path}: no such file (expected {what})")
 
 
-def check_pretrain(cfg: Any, *, ranks_key: str = "num_workers") -> None:
+def check_pretrain(cfg: PretrainConfig, *, ranks_key: str = "num_workers") -> None:
     """A PretrainConfig (paths already resolved): the run folder, shards, readers per shard, one
     global batch, probe shards."""
     if "://" not in str(cfg.storage_path):  # a storage URI is Ray's to check
@@ -141,7 +146,7 @@ def check_pretrain(cfg: Any, *, ranks_key: str = "num_workers") -> None:
             shard_set(cfg.probe.val_shards, "probe.val_shards")
 
 
-def check_sweep(pretrain_cfg: Any, objective_cfg: Any | None = None, probe: dict | None = None) -> None:
+def check_sweep(pretrain_cfg: PretrainConfig, objective_cfg: FewShotConfig | None = None, probe: dict | None = None) -> None:
     """One sweep trial's validated PretrainConfig, and the objective's data: the few-shot config
     or the dense probe's settings (``glocon.tune.sweep.probe_objective``: paths resolved)."""
     check_pretrain(pretrain_cfg, ranks_key="resources.workers_per_trial")
@@ -153,7 +158,7 @@ def check_sweep(pretrain_cfg: Any, objective_cfg: Any | None = None, probe: dict
             shard_set(probe["val_shards"], "objective.probe.val_shards")
 
 
-def check_bank(cfg: Any) -> None:
+def check_bank(cfg: BankConfig) -> None:
     """A BankConfig: the prior export exists, the class names read, the shards exist and match their
     manifest, ``out`` can be a folder."""
     check_out_dir(cfg.out, "out")
@@ -177,7 +182,7 @@ def check_bank(cfg: Any) -> None:
         raise PreflightError(f"shards: {exc}") from None
 
 
-def check_fewshot(cfg: Any, mode: str = "fit") -> None:
+def check_fewshot(cfg: FewShotConfig, mode: str = "fit") -> None:
     """A FewShotConfig (paths resolved) before ``fit`` / ``eval`` / the sweep ``objective`` starts Ray.
 
     Few-shot reads by random access (``ShardIndex``), so any number of shards serves any number

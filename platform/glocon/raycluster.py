@@ -7,9 +7,12 @@ the run folder when asked, so tests never write to a shared /tmp/ray.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glocon.config import GloconModel
+
+if TYPE_CHECKING:  # annotations only
+    from ray.train import LoggingConfig
 
 
 class RayConfig(GloconModel):
@@ -49,7 +52,7 @@ def init_ray(cfg: RayConfig | None = None, **extra: Any) -> None:
     ray.init(**kwargs, **extra)
 
 
-def train_logging() -> Any:
+def train_logging() -> LoggingConfig:
     """Ray Train's console log level for every glocon trainer's ``RunConfig``.
 
     At INFO, Train prints two lines per report and worker ("Reporting training result ...",

@@ -35,7 +35,7 @@ def _reason(exc: Exception) -> str:
     return useful[0][:300] if useful else type(exc).__name__
 
 
-def load_weights_only(path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+def load_weights_only(path: str | os.PathLike, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(path, weights_only=True)``; a missing, truncated or code-carrying file raises
     ``CheckpointError`` naming ``what`` and the path."""
     if not os.path.isfile(path):

@@ -23,6 +23,15 @@ class Segmenter(Protocol):
     def trainable_parameters(self) -> list[torch.nn.Parameter]: ...
 
 
+class SplitEncoders(Protocol):
+    """A segmenter that splits its frozen encoders from its head (``glocon.plugins.encode_images``,
+    the fit cache, evaluation's encode-once): features by name, per image."""
+
+    def encode_query(self, query: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+    def encode_support(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
 def region_maps_of(model: object) -> tuple[str, ...]:
     """The region maps a segmenter declares (none when it declares none)."""
     names = model.region_maps if isinstance(model, Segmenter) else getattr(model, "region_maps", ())

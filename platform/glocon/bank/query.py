@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -30,6 +30,10 @@ from glocon.errors import ConfigError, DataError
 from glocon.io import atomic_write_json, sha256_file
 from glocon.models.prior import PriorExtractor, load_prior_extractor
 
+if TYPE_CHECKING:  # annotations only
+    import faiss
+    import torch
+
 
 @dataclass
 class Patch:
@@ -44,7 +48,7 @@ class Patch:
     mask: np.ndarray | None = None  # the sample's mask, for the query's own class
 
 
-def load_bank_prior(bank: Bank, prior: str | None = None, allow_other: bool = False, device: Any = "cpu") -> PriorExtractor:
+def load_bank_prior(bank: Bank, prior: str | None = None, allow_other: bool = False, device: str | torch.device = "cpu") -> PriorExtractor:
     """The prior to embed queries with; errors name the files when it cannot match the bank."""
     path = prior or bank.manifest["prior"]["path"]
     model = load_prior_extractor(path, map_location=device)
@@ -120,14 +124,14 @@ def resolve_patch(cfg: QueryConfig, bank: Bank, sample: Sample | None = None) ->
     return Patch(image, labels == sp, "superpixel", key, sp, source, mask)
 
 
-def embed_region(model: PriorExtractor, patch: Patch, manifest: dict[str, Any], device: Any = "cpu") -> np.ndarray:
+def embed_region(model: PriorExtractor, patch: Patch, manifest: dict[str, Any], device: str | torch.device = "cpu") -> np.ndarray:
     """(D,) L2-normalised: the region pooled exactly as the build pooled a superpixel."""
     labels = np.where(patch.region, 0, -1).astype(np.int64)
     vec, _ = embed_patches(model, patch.image, labels, 1, manifest["embedding"], manifest["pooling_mode"], manifest["input_size"], device)
     return vec[0]
 
 
-def neighbours(bank: Bank, vectors: np.ndarray, k: int, nprobe: int | None, exclude_keys: list[str | None], index: Any = None) -> list[list[dict]]:
+def neighbours(bank: Bank, vectors: np.ndarray, k: int, nprobe: int | None, exclude_keys: list[str | None], index: faiss.Index | None = None) -> list[list[dict]]:
     """Top-k provenance rows (+ 'score', 'rank') per query vector, skipping rows whose key is excluded."""
     index = index if index is not None else bank.index
     max_per_image = int(np.max(bank.table.column("superpixel").to_numpy())) + 1
@@ -152,7 +156,7 @@ def class_name(names: dict[int, str], cls: int) -> str | None:
 
 
 def answer(
-    cfg: QueryConfig, bank: Bank, model: PriorExtractor, device: Any = "cpu", index: Any = None, sample: Sample | None = None
+    cfg: QueryConfig, bank: Bank, model: PriorExtractor, device: str | torch.device = "cpu", index: faiss.Index | None = None, sample: Sample | None = None
 ) -> tuple[dict[str, Any], Patch]:
     """Embed ``cfg``'s patch and search an opened bank: (the hit list hits.json holds, minus its
     'sheet' entry; the patch). ``glocon bank query`` and the explorer both answer through here."""

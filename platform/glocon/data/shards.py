@@ -48,7 +48,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -441,7 +441,7 @@ def done_path(out_dir: Path, name: str) -> Path:
     return out_dir / DONE_DIR / f"{name}.json"
 
 
-def open_tar_writer(fileobj: Any):
+def open_tar_writer(fileobj: IO[bytes]):
     """A ``webdataset.TarWriter`` with fixed metadata, so equal samples give equal bytes."""
     import webdataset as wds
 
@@ -781,7 +781,7 @@ def _run_tasks(todo, out: Path, spec: BuildSpec, cfg: ShardsConfig, results: dic
         raise
 
 
-def _raise_if_rejected(refused: Sequence[Rejection], records: Any) -> None:
+def _raise_if_rejected(refused: Sequence[Rejection], records: Iterable[Mapping[str, Any]]) -> None:
     bad = [(r.path, r.reason) for r in refused]
     for rec in records:
         bad.extend((r["path"], r["reason"]) for r in rec["rejected"])

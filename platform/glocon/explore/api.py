@@ -4,7 +4,7 @@ writes to hits.json for the same bank, key and point / box / superpixel, less it
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter, Query
@@ -12,6 +12,10 @@ from fastapi.responses import Response
 
 from glocon.explore.folders import ExploreError
 from glocon.explore.views import compose, display_scale, parse_overlays, png
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.data.schema import Sample
+    from glocon.explore.context import ExploreContext
 
 
 def parse_box(text: str) -> tuple[int, int, int, int]:
@@ -38,7 +42,7 @@ def parse_where(x: int | None, y: int | None, box: str | None, superpixel: int |
     return {"superpixel": superpixel} if superpixel is not None else {}
 
 
-def region_mask(sample: Any, region: str | None) -> np.ndarray | None:
+def region_mask(sample: Sample, region: str | None) -> np.ndarray | None:
     """``slic:12`` / ``fh:3`` (a superpixel of that map) or ``box:x0,y0,x1,y1`` -> (H, W) bool."""
     if not region:
         return None
@@ -60,7 +64,7 @@ def png_response(data: bytes) -> Response:
     return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-def router(ex: Any) -> APIRouter:
+def router(ex: ExploreContext) -> APIRouter:
     r = APIRouter(prefix="/api")
     _sample_routes(r, ex)
     _bank_routes(r, ex)
@@ -68,7 +72,7 @@ def router(ex: Any) -> APIRouter:
     return r
 
 
-def _sample_routes(r: APIRouter, ex: Any) -> None:
+def _sample_routes(r: APIRouter, ex: ExploreContext) -> None:
     @r.get("/shards")
     def shards() -> list[dict[str, Any]]:
         out = []
@@ -99,7 +103,7 @@ def _sample_routes(r: APIRouter, ex: Any) -> None:
         return png_response(png(compose(s, parse_overlays(overlay), region_mask(s, region), scale), size))
 
 
-def _bank_routes(r: APIRouter, ex: Any) -> None:
+def _bank_routes(r: APIRouter, ex: ExploreContext) -> None:
     @r.get("/banks")
     def banks() -> list[dict[str, Any]]:
         return [ex.banks.summary(n) for n in ex.banks.names()]
@@ -120,7 +124,7 @@ def _bank_routes(r: APIRouter, ex: Any) -> None:
         return png_response(ex.banks.tile_png(bank, id, size or ex.cfg.tile))
 
 
-def _eval_routes(r: APIRouter, ex: Any) -> None:
+def _eval_routes(r: APIRouter, ex: ExploreContext) -> None:
     @r.get("/evals")
     def evals() -> list[dict[str, Any]]:
         return [ex.evals.summary(n) for n in ex.evals.names()]

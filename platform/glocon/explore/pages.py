@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -19,6 +19,11 @@ from glocon.explore.api import parse_where
 from glocon.explore.folders import ExploreError, safe_join
 from glocon.explore.views import OVERLAYS, display_scale, parse_overlays
 
+if TYPE_CHECKING:  # annotations only
+    from glocon.explore.context import ExploreContext
+
+    Render = Callable[..., HTMLResponse]  # router's render(request, template, status=200, **context)
+
 
 def url(path: str, **params: Any) -> str:
     """``path?params``, dropping empty values (links keep only what the page needs)."""
@@ -26,7 +31,7 @@ def url(path: str, **params: Any) -> str:
     return f"{path}?{urlencode(kept)}" if kept else path
 
 
-def default_bank(ex: Any, shards: str) -> str | None:
+def default_bank(ex: ExploreContext, shards: str) -> str | None:
     """The first bank built from this shards set (else the first bank) for a sample page."""
     names = ex.banks.names()
     for n in names:
@@ -44,7 +49,7 @@ def where_params(where: dict[str, Any]) -> dict[str, Any]:
     return dict(where)
 
 
-def ask(ex: Any, bank: str, shards: str, key: str, where: dict, k: int | None) -> dict[str, Any]:
+def ask(ex: ExploreContext, bank: str, shards: str, key: str, where: dict, k: int | None) -> dict[str, Any]:
     """One bank's panel on a sample page: its hits (with the links a hit needs) or its error."""
     params = {"bank": bank, "shards": shards, "key": key, "k": k, **where_params(where)}
     try:
@@ -57,7 +62,7 @@ def ask(ex: Any, bank: str, shards: str, key: str, where: dict, k: int | None) -
     return {"bank": bank, "result": result, "hits": hits, "status": 200, "api": url("/api/query", **params), "sheet": url("/api/sheet", **params)}
 
 
-def query_region(panel: dict[str, Any], ex: Any) -> str | None:
+def query_region(panel: dict[str, Any], ex: ExploreContext) -> str | None:
     """The outline to draw on the sample: the queried superpixel, or the box."""
     q = panel.get("result", {}).get("query")
     if not q:
@@ -67,7 +72,7 @@ def query_region(panel: dict[str, Any], ex: Any) -> str | None:
     return f"{ex.banks.get(panel['bank']).bank.manifest['patch_method']}:{q['superpixel']}"
 
 
-def router(ex: Any, templates: Jinja2Templates) -> APIRouter:
+def router(ex: ExploreContext, templates: Jinja2Templates) -> APIRouter:
     r = APIRouter()
 
     def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -79,7 +84,7 @@ def router(ex: Any, templates: Jinja2Templates) -> APIRouter:
     return r
 
 
-def _browse_routes(r: APIRouter, ex: Any, render: Any) -> None:
+def _browse_routes(r: APIRouter, ex: ExploreContext, render: Render) -> None:
     """The index, a shards set's thumbnails, and a sample with its banks' answers."""
 
     @r.get("/", response_class=HTMLResponse)
@@ -126,7 +131,7 @@ def _browse_routes(r: APIRouter, ex: Any, render: Any) -> None:
         )  # fmt: skip
 
 
-def _eval_routes(r: APIRouter, ex: Any, render: Any) -> None:
+def _eval_routes(r: APIRouter, ex: ExploreContext, render: Render) -> None:
     """An evaluation's results and episodes, and one episode's Fig. 5 row."""
 
     @r.get("/eval/{name}", response_class=HTMLResponse)
@@ -162,7 +167,7 @@ def _eval_routes(r: APIRouter, ex: Any, render: Any) -> None:
                       peers=ex.evals.peers(name, fold, shots), class_name=info["class_name"] or ex.class_names().get(info["class"], ""))
 
 
-def _file_routes(r: APIRouter, ex: Any, render: Any) -> None:
+def _file_routes(r: APIRouter, ex: ExploreContext, render: Render) -> None:
     """Probe, sweep and evaluation folders: listings, tables, plots (paths checked by safe_join)."""
 
     @r.get("/files/{kind}/{name}/{path:path}")

@@ -15,13 +15,16 @@ import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glocon.config import RESOLVED_NAME, load_config
 from glocon.device import pick_device
 from glocon.errors import GloconError
 from glocon.explore.folders import ExploreError, Folders
 from glocon.io import sha256_file
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.fewshot.episodes import EpisodeSet
 
 _PYPLOT = threading.Lock()  # matplotlib's pyplot state is global: one figure at a time
 NOT_FILES = ("none", "untrained")  # results.json "weights" entries that name no file
@@ -72,7 +75,7 @@ class Evals:
             raise ExploreError(404, f"evaluation {name!r}: no episodes for fold {fold}, {shots}-shot (it has {', '.join(sorted(files)) or 'none'})")
         return Path(entry["path"]), entry["sha256"]
 
-    def episodes(self, name: str, fold: int, shots: int) -> Any:
+    def episodes(self, name: str, fold: int, shots: int) -> EpisodeSet:
         from glocon.fewshot.episodes import load_episodes
 
         path, sha = self.episode_file(name, fold, shots)

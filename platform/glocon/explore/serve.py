@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glocon.errors import ConfigError
 from glocon.explore.config import ExploreConfig
 
+if TYPE_CHECKING:  # annotations only: fastapi is an optional extra
+    from fastapi import FastAPI
+
 EXTRA = "pip install -e '.[explore]' (fastapi, uvicorn, jinja2)"
 
 
-def build_app(cfg: ExploreConfig, source: str = "the explorer config") -> Any:
+def build_app(cfg: ExploreConfig, source: str = "the explorer config") -> FastAPI:
     try:
         from glocon.explore.app import create_app
     except ImportError as exc:
@@ -37,7 +40,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(cfg: ExploreConfig, app: Any = None) -> tuple[Any, socket.socket]:
+def make_server(cfg: ExploreConfig, app: FastAPI | None = None) -> tuple[Any, socket.socket]:
     """(uvicorn.Server, its socket): ``server.run(sockets=[sock])`` serves until ``should_exit``."""
     import uvicorn
 

@@ -18,12 +18,21 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
 from glocon.fewshot.episodes import Episode, sample_episodes
 from glocon.seeds import rng_for
+
+
+class EpisodeTensors(Protocol):
+    """Episodes as tensors by index, what ``score`` batches by hand (``glocon.fewshot.batches.TrainEpisodes``,
+    ``glocon.fewshot.cache.CachedTrainEpisodes``): items carry ``index`` and ``target``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]: ...
 
 
 def held_out(keys: Sequence[str], fraction: float, seed: int) -> set[str]:
@@ -52,7 +61,7 @@ class FixedEpisodes:
 
 @torch.no_grad()
 def score(
-    model: torch.nn.Module, dataset: Any, episodes: FixedEpisodes, forward: Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], dict[str, Any]],
+    model: torch.nn.Module, dataset: EpisodeTensors, episodes: FixedEpisodes, forward: Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], dict[str, Any]],
     batch_size: int = 8,
 ) -> dict[str, float]:  # fmt: skip
     """Class mIoU (Eq. 14) and FB-IoU (Eq. 15) of ``model`` on ``dataset`` (items carry ``index``

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from glocon.errors import DataError
-from glocon.fewshot.episodes import Episode
+from glocon.fewshot.episodes import Episode, EpisodeSource
 from glocon.fewshot.transforms import ResizeInfo, binary_label, support_mask, eval_resize, train_augment
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.data.readers import ShardIndex
+    from glocon.data.schema import Sample
 
 
 class ShardEpisodeSource:
@@ -26,7 +30,7 @@ class ShardEpisodeSource:
     (the sample's ``json`` member), so validation episodes can drop an image with even a sliver
     of a novel class. Only that member is read for it."""
 
-    def __init__(self, *indexes: Any) -> None:
+    def __init__(self, *indexes: ShardIndex) -> None:
         if not indexes:
             raise DataError("no shard index given")
         self.indexes = list(indexes)
@@ -62,13 +66,13 @@ class ShardEpisodeSource:
                 h.update(entry.sha256.encode())
         return h.hexdigest()[:20]
 
-    def _index_of(self, key: str) -> Any:
+    def _index_of(self, key: str) -> ShardIndex:
         for index in self.indexes:
             if key in index:
                 return index
         raise KeyError(f"sample {key!r} is in none of the shard sets")
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> Sample:
         return self._index_of(key).get(key)
 
     def image_classes(self, key: str) -> dict[int, int]:
@@ -86,13 +90,13 @@ class ShardEpisodeSource:
 class CachedSource:
     """Wraps a source with a small LRU of decoded samples (episodes reuse images a lot)."""
 
-    def __init__(self, source: Any, capacity: int = 256) -> None:
+    def __init__(self, source: EpisodeSource, capacity: int = 256) -> None:
         self.source = source
         self.capacity = capacity
         self.class_index = source.class_index
-        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache: OrderedDict[str, Sample] = OrderedDict()
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> Sample:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -108,7 +112,7 @@ class CachedSource:
         return getattr(self.source, name)
 
 
-def episode_label(sample: Any, cls: int) -> np.ndarray:
+def episode_label(sample: Sample, cls: int) -> np.ndarray:
     """(H, W) uint8 in {0, 1, 255} for class ``cls``. FSS-1000 masks are binary: 1 means the
     sample's ``binary_class`` (glocon.data.record's convention)."""
     mask = sample.mask
@@ -138,7 +142,7 @@ class EvalEpisode:
     query_label: torch.Tensor | None = None  # (S, S) long at the model's input: read only by an oracle diagnostic
 
 
-def load_eval_episode(source: Any, episode: Episode, size: int) -> EvalEpisode:
+def load_eval_episode(source: EpisodeSource, episode: Episode, size: int) -> EvalEpisode:
     q = source.get(episode.query)
     q_label = episode_label(q, episode.cls)
     q_img, q_lab, info = eval_resize(q.image, q_label, size)
@@ -182,7 +186,7 @@ class TrainEpisodes(Dataset):
     (``glocon.fewshot.cache``): the very inputs the fit cache stores features of."""
 
     def __init__(
-        self, source: Any, sampler: Any, size: int, seed: int, indices: Sequence[int], scale: tuple[float, float] = (0.9, 1.1), views: int | None = None
+        self, source: EpisodeSource, sampler: Callable[[int], Episode], size: int, seed: int, indices: Sequence[int], scale: tuple[float, float] = (0.9, 1.1), views: int | None = None
     ) -> None:
         self.source = source
         self.sampler = sampler
@@ -244,7 +248,7 @@ class RecordSource:
     def image_classes(self, key: str) -> dict[int, int]:
         return self._pixels[key]
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> Sample:
         from glocon.data.schema import Sample
 
         r = self.records[key]

@@ -31,7 +31,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,10 @@ from glocon.ops import IGNORE_INDEX
 from glocon.fewshot.episodes import Episode
 from glocon.fewshot.transforms import binary_label, support_mask, train_augment
 from glocon.io import atomic_write_json
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.data.schema import Sample
+    from glocon.fewshot.episodes import EpisodeSource
 
 FORMAT = "glocon.fewshot_cache/v1"
 
@@ -71,7 +75,7 @@ def _objects(label: torch.Tensor) -> torch.Tensor:
     return (label != 0) & (label != IGNORE_INDEX)
 
 
-def view_of(sample: Any, view: int, spec: ViewSpec) -> tuple[torch.Tensor, torch.Tensor]:
+def view_of(sample: Sample, view: int, spec: ViewSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """View ``view`` of a sample: (3, S, S) float image and (S, S) long class ids (255 = ignore/pad)."""
     rng = np.random.default_rng([spec.seed, _key_int(sample.key), view])
     return train_augment(sample.image, sample.mask, spec.size, rng, spec.scale, foreground=_objects)
@@ -143,7 +147,7 @@ class FeatureCache:
 
 @torch.no_grad()
 def build_cache(
-    root: Path, model: torch.nn.Module, source: Any, pool: Mapping[int, Sequence[str]], spec: ViewSpec, log: Callable[[str], None] = print,
+    root: Path, model: torch.nn.Module, source: EpisodeSource, pool: Mapping[int, Sequence[str]], spec: ViewSpec, log: Callable[[str], None] = print,
     store: FeatureStore | None = None,
 ) -> FeatureCache:
     """Compute every view's frozen features of the images in ``pool`` ({class: keys}) into ``root``
@@ -214,7 +218,7 @@ def _bytes(folder: Path) -> int:
 class CachedTrainEpisodes(torch.utils.data.Dataset):
     """Training episodes by index, from the cache (same indices and views as ``TrainEpisodes(views=...)``)."""
 
-    def __init__(self, cache: FeatureCache, sampler: Any, seed: int, indices: Sequence[int]) -> None:
+    def __init__(self, cache: FeatureCache, sampler: Callable[[int], Episode], seed: int, indices: Sequence[int]) -> None:
         self.cache, self.sampler, self.seed, self.indices = cache, sampler, seed, list(indices)
 
     def __len__(self) -> int:

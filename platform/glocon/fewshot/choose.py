@@ -7,7 +7,7 @@ and the novel classes are never read, so the tuned baseline is as fair a bar as 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from glocon.config import apply_overrides
 from glocon.fewshot.config import FewShotConfig
@@ -15,13 +15,17 @@ from glocon.featstore import open_store
 from glocon.fewshot.encoded import EncodedEval
 from glocon.fewshot.objective import objective
 
+if TYPE_CHECKING:  # annotations only
+    from glocon.fewshot.episodes import EpisodeSource
+    from glocon.plugins import Plugin
+
 
 def with_overrides(cfg: FewShotConfig, overrides: Sequence[str]) -> FewShotConfig:
     """``cfg`` with dotted ``key=value`` overrides applied and validated again."""
     return apply_overrides(cfg, overrides, "base-val choice")
 
 
-def choose_on_base_val(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
+def choose_on_base_val(plugin: Plugin, cfg: FewShotConfig, source: EpisodeSource | None = None) -> dict[str, Any]:
     """{"chosen": the best override set, "scores": [(overrides, base-val mIoU %)], "episodes", "shots"}.
     A plugin with no ``base_val_choices`` keeps its config (``chosen`` is empty)."""
     choices = [tuple(c) for c in getattr(plugin, "base_val_choices", ())]

@@ -83,7 +83,7 @@ class FitConfig(GloconModel):
 
     @field_validator("shots", mode="before")
     @classmethod
-    def _shots_list(cls, v: Any) -> Any:
+    def _shots_list(cls, v: object) -> object:
         return [v] if isinstance(v, int) else v
 
     @model_validator(mode="after")

@@ -28,11 +28,14 @@ import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 from glocon.errors import DataError
 from glocon.seeds import rng_for
 from glocon.io import atomic_write_text
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.data.schema import Sample
 
 FORMAT = "glocon.episodes/v1"
 DEFAULT_EPISODES = 1000
@@ -47,14 +50,19 @@ class EpisodeSource(Protocol):
     """What episodes need from a data set: its images and which images hold which class.
 
     ``class_index``: {class id: [keys of images where the class covers >= 2 x 32 x 32 px]}.
-    A source may also offer ``image_classes(key) -> {class id: pixels}`` with *every* class present
-    (any pixel count); validation episodes then exclude an image with even a sliver of a novel
-    class. Without it the exclusion uses ``class_index``.
+    ``get(key)``: the decoded sample (image, mask, meta) of an image.
+
+    Optional, looked up with ``getattr`` (so not part of the protocol): ``image_classes(key) ->
+    {class id: pixels}`` with *every* class present (any pixel count), so validation episodes
+    exclude an image with even a sliver of a novel class (without it the exclusion uses
+    ``class_index``); ``digest() -> str``, what episode files and the fit cache are keyed by;
+    ``class_names() -> {class id: name}``, for reports.
     """
 
-    class_index: Mapping[int, Sequence[str]]
+    @property
+    def class_index(self) -> Mapping[int, Sequence[str]]: ...
 
-    def get(self, key: str) -> Any: ...
+    def get(self, key: str) -> Sample: ...
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,7 @@ def image_classes_from_index(class_index: Mapping[int, Sequence[str]]) -> dict[s
     return out
 
 
-def source_image_classes(source: Any) -> dict[str, set[int]]:
+def source_image_classes(source: EpisodeSource) -> dict[str, set[int]]:
     """{key: every class id the image holds}, as precise as the source allows."""
     inverted = image_classes_from_index(source.class_index)
     fn = getattr(source, "image_classes", None)
@@ -346,7 +354,7 @@ def validate_episodes(
 
 
 def episodes_for(
-    source: Any,
+    source: EpisodeSource,
     directory: str | os.PathLike,
     *,
     benchmark: str,
@@ -420,7 +428,7 @@ class TrainEpisodeSampler:
         return sample_episode(self.pool, self.shots, rng_for(f"{self.tag}/{index}"))
 
 
-def _keep(pool: Mapping[int, Sequence[str]], keep: Any, min_images: int) -> dict[int, list[str]]:
+def _keep(pool: Mapping[int, Sequence[str]], keep: Callable[[str], bool], min_images: int) -> dict[int, list[str]]:
     """{class: the keys ``keep`` accepts}, classes left with fewer than ``min_images`` dropped."""
     out = {c: [k for k in keys if keep(k)] for c, keys in pool.items()}
     return {c: ks for c, ks in out.items() if len(ks) >= min_images}

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,10 @@ from glocon.fewshot.state import check_split, load_model_file, load_trainable_st
 from glocon.fewshot.transforms import to_original
 from glocon.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 
+if TYPE_CHECKING:  # annotations only
+    from glocon.fewshot.episodes import EpisodeSource
+    from glocon.fewshot.plugin_protocol import FewShotPlugin
+
 COUNTS = "episode_counts.json"
 
 
@@ -44,7 +48,7 @@ def _mean(xs: list[float]) -> float:
 
 @torch.inference_mode()
 def evaluate_episodes(
-    model: torch.nn.Module, source: Any, es: EpisodeSet, *, image_size: int, batch_size: int, device: torch.device,
+    model: torch.nn.Module, source: EpisodeSource, es: EpisodeSet, *, image_size: int, batch_size: int, device: torch.device,
     n_figure: int = 0, dash: Dashboard | None = None, features: EncodedEval | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
     """Score ``model`` on every episode of ``es``; returns (results, Fig. 5 rows).
@@ -118,7 +122,7 @@ def evaluate_episodes(
 
 
 def prepare_model(
-    plugin: Any, cfg: FewShotConfig, fold: int, shots: int, device: torch.device, prior_path: str | None = None,
+    plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, shots: int, device: torch.device, prior_path: str | None = None,
     novel: list[int] | None = None, warnings: list[str] | None = None,
 ) -> tuple[torch.nn.Module, str]:  # fmt: skip
     """The model that scores ``fold``'s ``shots``-shot episodes, with its fitted weights. With
@@ -165,7 +169,7 @@ def _summarise(per_seed: dict[int, dict[str, Any]], reps: int, seed: int) -> dic
     return out
 
 
-def evaluate(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
+def evaluate(plugin: FewShotPlugin, cfg: FewShotConfig | Mapping[str, Any], source: EpisodeSource | None = None) -> dict[str, Any]:
     """1-shot and 5-shot episodes on the novel classes of every fold; writes results.{json,md},
     the per-episode counts and fig5-fold<f>-<k>shot.png to ``eval.out_dir``. Returns the results."""
     if isinstance(cfg, Mapping):

@@ -16,7 +16,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
@@ -40,6 +40,13 @@ from glocon.raycluster import train_logging
 from glocon.train.faults import maybe_die
 from glocon.viz.curves import plot_fit_curves
 
+if TYPE_CHECKING:  # annotations only
+    from torch.optim.lr_scheduler import LRScheduler
+    from torch.utils.data import Dataset
+
+    from glocon.fewshot.episodes import Episode, EpisodeSource
+    from glocon.fewshot.plugin_protocol import FewShotPlugin
+
 
 def total_steps(cfg: FewShotConfig, sampler: TrainEpisodeSampler) -> int:
     if cfg.fit.steps is not None:
@@ -50,7 +57,7 @@ def total_steps(cfg: FewShotConfig, sampler: TrainEpisodeSampler) -> int:
     raise ConfigError("fit: set fit.steps or fit.epochs")
 
 
-def make_optimizer(model: torch.nn.Module, cfg: FewShotConfig, steps: int) -> tuple[torch.optim.Optimizer, Any]:
+def make_optimizer(model: torch.nn.Module, cfg: FewShotConfig, steps: int) -> tuple[torch.optim.Optimizer, LRScheduler]:
     """SGD over the trainable (new) layers at ``fit.lr x fit.lr_scale`` (PFENet's effective rate), poly decay."""
     params = list(unwrap(model).trainable_parameters())
     if not params:
@@ -79,8 +86,8 @@ def train_steps(
     model: torch.nn.Module,
     loss_fn: Callable[[dict[str, Any], torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    dataset: Any,
+    scheduler: LRScheduler,
+    dataset: Dataset[dict[str, torch.Tensor]],
     *,
     batch_size: int,
     start_step: int,
@@ -115,7 +122,7 @@ def worker_indices(start: int, steps: int, global_batch: int, rank: int, per_wor
     return [s * global_batch + rank * per_worker + j for s in range(start, steps) for j in range(per_worker)]
 
 
-def train_sampler(cfg: FewShotConfig, source: Any, fold: int, shots: int) -> TrainEpisodeSampler:
+def train_sampler(cfg: FewShotConfig, source: EpisodeSource, fold: int, shots: int) -> TrainEpisodeSampler:
     """Training episodes of the fold's base classes, on the fit split's images less base-val's."""
     base, novel = fold_split(cfg, fold, source.class_index)
     keys = sorted({str(k) for ks in source.class_index.values() for k in ks})
@@ -138,7 +145,9 @@ def score_sets(cfg: FewShotConfig, sampler: TrainEpisodeSampler, fold: int, shot
     return out
 
 
-def train_dataset(cfg: FewShotConfig, source: Any, sampler: Any, indices: list[int], cache_root: str | None, seed: int) -> Any:
+def train_dataset(
+    cfg: FewShotConfig, source: EpisodeSource, sampler: Callable[[int], Episode], indices: list[int], cache_root: str | None, seed: int
+) -> TrainEpisodes | fcache.CachedTrainEpisodes:
     """Episodes as tensors; ``seed`` picks the views (the fit seed for training, the run's for the
     fixed base-val / base-train sets, so every fit seed is scored on the same views)."""
     if cache_root is not None:
@@ -240,7 +249,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         actor.push.remote({"event": "done", "step": steps})
 
 
-def _source_digest(cfg: FewShotConfig, source: Any) -> str:
+def _source_digest(cfg: FewShotConfig, source: EpisodeSource | None) -> str:
     """The fit shards' sha256 (their manifests list every shard's), or an in-memory source's own digest."""
     shards = cfg.data.shards
     if source is None and shards:
@@ -251,7 +260,7 @@ def _source_digest(cfg: FewShotConfig, source: Any) -> str:
     return str(getattr(source, "digest", lambda: type(source).__name__)())
 
 
-def prepare_cache(plugin: Any, cfg: FewShotConfig, fold: int, source: Any, log: Callable[[str], None]) -> str | None:
+def prepare_cache(plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, source: EpisodeSource | None, log: Callable[[str], None]) -> str | None:
     """Build (or reuse) the fold's frozen-feature cache in the driver; None when it cannot serve."""
     if not cfg.fit.cache.enabled:
         return None
@@ -277,7 +286,7 @@ def prepare_cache(plugin: Any, cfg: FewShotConfig, fold: int, source: Any, log: 
     return str(root)
 
 
-def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
+def fit(plugin: FewShotPlugin, cfg: FewShotConfig | Mapping[str, Any], source: EpisodeSource | None = None) -> dict[str, Any]:
     """Train ``plugin``'s model on base-class episodes of every fold, one model per ``fit.shots``.
 
     Writes ``<storage_path>/<name>-fold<f>-<K>shot/model.pt`` (the trainable state) per fold and
@@ -307,7 +316,7 @@ def fit(plugin: Any, cfg: FewShotConfig, source: Any = None) -> dict[str, Any]:
     return summary
 
 
-def _fit_one(plugin: Any, cfg: FewShotConfig, fold: int, shots: int, source: Any, cache_root: str | None, dash: Dashboard) -> dict[str, Any]:
+def _fit_one(plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, shots: int, source: EpisodeSource | None, cache_root: str | None, dash: Dashboard) -> dict[str, Any]:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

@@ -4,7 +4,7 @@ It never touches the eval split or a novel class."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
@@ -17,9 +17,13 @@ from glocon.fewshot.evaluate import evaluate_episodes
 from glocon.fewshot.fit import make_optimizer, train_sampler, train_steps, worker_indices
 from glocon.fewshot.sources import build, fold_split, folds_of, open_source, resolve_device
 
+if TYPE_CHECKING:  # annotations only
+    from glocon.fewshot.episodes import EpisodeSource
+    from glocon.fewshot.plugin_protocol import FewShotPlugin
+
 
 def objective(
-    plugin: Any, prior_path: str | None, cfg: FewShotConfig | Mapping[str, Any], source: Any = None, features: EncodedEval | None = None,
+    plugin: FewShotPlugin, prior_path: str | None, cfg: FewShotConfig | Mapping[str, Any], source: EpisodeSource | None = None, features: EncodedEval | None = None,
 ) -> float:  # fmt: skip
     """mIoU (%) on the validation episodes (``<episodes_dir>/<benchmark>-fold<f>-val-...json``) with
     the prior at ``prior_path``. A trainable plugin first trains ``objective.fit_steps`` steps on

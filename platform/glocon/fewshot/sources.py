@@ -3,19 +3,24 @@ device, the prior and the plugin's model."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import torch
 
 from glocon.errors import ConfigError
 from glocon.fewshot.config import FewShotConfig
 
+if TYPE_CHECKING:  # annotations only
+    from glocon.fewshot.episodes import EpisodeSource
+    from glocon.fewshot.plugin_protocol import FewShotPlugin
+    from glocon.models.prior import PriorExtractor
+
 
 def _shard_list(shards: str | list[str] | None) -> list[str]:
     return [] if shards is None else [shards] if isinstance(shards, str) else list(shards)
 
 
-def open_source(cfg: FewShotConfig, source: Any = None, split: Literal["fit", "eval"] = "fit") -> Any:
+def open_source(cfg: FewShotConfig, source: EpisodeSource | None = None, split: Literal["fit", "eval"] = "fit") -> EpisodeSource:
     """The episode source of a split: ``source`` if given (tests, custom readers), else the shard
     index of ``data.shards`` (fit) or ``eval.shards`` (eval; ``data.shards`` when unset)."""
     if source is not None:
@@ -35,7 +40,7 @@ def eval_split(cfg: FewShotConfig) -> str:
     return "held out (eval.shards)" if cfg.eval.shards else "the fit shards (eval.shards not set: no benchmark evaluates this way)"
 
 
-def check_split_separation(fit_source: Any, eval_source: Any) -> None:
+def check_split_separation(fit_source: EpisodeSource, eval_source: EpisodeSource) -> None:
     """No eval image may be a fit image: a query the model was trained on would flatter it."""
     fit_keys = {k for ks in fit_source.class_index.values() for k in ks}
     eval_keys = {k for ks in eval_source.class_index.values() for k in ks}
@@ -93,7 +98,7 @@ def resolve_device(cfg: FewShotConfig) -> torch.device:
     return pick_device(cfg.device)
 
 
-def load_prior(path: str | None) -> Any:
+def load_prior(path: str | None) -> PriorExtractor | None:
     if not path:
         return None
     from glocon.models.prior import load_prior_extractor
@@ -101,13 +106,13 @@ def load_prior(path: str | None) -> Any:
     return load_prior_extractor(path)
 
 
-def build(plugin: Any, cfg: FewShotConfig, prior_path: str | None = None) -> torch.nn.Module:
+def build(plugin: FewShotPlugin, cfg: FewShotConfig, prior_path: str | None = None) -> torch.nn.Module:
     """plugin.build_model(validated model config, loaded prior or None)."""
     model_cfg = plugin.make_config(cfg.model, f"model ({plugin.name})")
     return plugin.build_model(model_cfg, load_prior(prior_path if prior_path is not None else cfg.prior))
 
 
-def class_names(source: Any) -> dict[str, str]:
+def class_names(source: EpisodeSource) -> dict[str, str]:
     names = getattr(source, "class_names", None)
     if callable(names):
         names = names()

@@ -6,12 +6,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
 from glocon.errors import CheckpointError
 from glocon.fewshot.config import FewShotConfig
+
+if TYPE_CHECKING:  # annotations only
+    from ray.train import Result
+
+    from glocon.fewshot.plugin_protocol import FewShotPlugin
 
 MODEL_FORMAT = "glocon.fewshot_model/v1"
 STATE_FORMAT = "glocon.fewshot_state/v1"
@@ -64,7 +69,7 @@ def model_path(cfg: FewShotConfig, fold: int, shots: int) -> Path:
 
 
 def save_model_file(
-    path: Path, plugin: Any, cfg: FewShotConfig, fold: int, shots: int, state: Mapping[str, torch.Tensor], info: Mapping[str, Any],
+    path: Path, plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, shots: int, state: Mapping[str, torch.Tensor], info: Mapping[str, Any],
     split: Mapping[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """``split``: the data identity the model was fitted on ({"benchmark", "base", "novel"}), which
@@ -78,7 +83,7 @@ def save_model_file(
     return save_tensors(path, payload)
 
 
-def load_model_file(path: Path, plugin: Any, fold: int, shots: int | None = None) -> dict[str, Any]:
+def load_model_file(path: Path, plugin: FewShotPlugin, fold: int, shots: int | None = None) -> dict[str, Any]:
     from glocon.train.checkpoint import load_tensors
 
     payload = load_tensors(path)
@@ -141,7 +146,7 @@ def load_fit_state(folder: Path) -> dict[str, Any]:
     return state
 
 
-def checkpoint_folder(result: Any, folder: Path) -> Path:
+def checkpoint_folder(result: Result, folder: Path) -> Path:
     """The run's latest checkpoint: Ray's result, else the newest checkpoint-step* folder (a
     rerun of a finished run trains nothing and reports nothing new)."""
     ckpt = getattr(result, "checkpoint", None)

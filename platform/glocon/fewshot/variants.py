@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from glocon.config import load_config
 from glocon.fewshot.config import FewShotConfig
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.fewshot.episodes import EpisodeSource
+    from glocon.plugins import Plugin
 
 
 class Variant(NamedTuple):
@@ -47,7 +51,7 @@ def comparisons(rows: dict[str, Variant]) -> list[tuple[str, str]]:
     return own + [(first, r) for r, v in rows.items() if v.plugin != head]
 
 
-def resolve_row(plugin: Any, cfg: FewShotConfig, variant: Variant, source: Any = None) -> tuple[FewShotConfig, dict[str, Any] | None]:
+def resolve_row(plugin: Plugin, cfg: FewShotConfig, variant: Variant, source: EpisodeSource | None = None) -> tuple[FewShotConfig, dict[str, Any] | None]:
     """A row's final config: a tuned row first chooses its settings on base-val (never novel
     classes); returns the config and that choice (None for other rows)."""
     if not variant.tune:

@@ -11,7 +11,7 @@ The config file is the bank's own YAML (a ``BankConfig``); overrides address its
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from glocon.bank.config import BankConfig
 from glocon.bank.query import query_bank
@@ -19,8 +19,11 @@ from glocon.bank.stats import bank_stats
 from glocon.config import load_config, split_cli
 from glocon.jobmain import run_job
 
+if TYPE_CHECKING:  # annotations only
+    from glocon.bank.config import QueryConfig, StatsConfig
 
-def load_section(section: str, argv: list[str]) -> Any:
+
+def load_section(section: str, argv: list[str]) -> QueryConfig | StatsConfig:
     """The ``query``/``stats`` section of a bank config, with overrides applied inside it."""
     path, overrides = split_cli(argv)
     cfg = load_config(BankConfig, path, [f"{section}.{o}" for o in overrides])
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(argv, lambda args: load_section("query", args), show_query)
 
 
-def show_query(query: Any) -> None:
+def show_query(query: QueryConfig) -> None:
     result = query_bank(query)
     q = result["query"]
     where = q["superpixel"] if q["superpixel"] is not None else q["box"]
@@ -52,7 +55,7 @@ def stats_main(argv: list[str] | None = None) -> int:
     return run_job(argv, lambda args: load_section("stats", args), show_stats)
 
 
-def show_stats(stats: Any) -> None:
+def show_stats(stats: StatsConfig) -> None:
     result = bank_stats(stats)
     print(f"class purity@{result.get('k')} over {result['queries']} queries ({result.get('factory')}):")
     for row in result["per_class"].values():

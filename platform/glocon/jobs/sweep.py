@@ -10,10 +10,13 @@ Writes results.md / results.csv, best-pretrain.yaml and objective_vs_epoch.png i
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from glocon.config import split_cli
 from glocon.jobmain import run_job
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.tune.space import SweepConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(argv, lambda args: load_sweep_config(*split_cli(args)), sweep)
 
 
-def sweep(cfg: Any) -> int:
+def sweep(cfg: SweepConfig) -> int:
     from glocon.tune.sweep import run_sweep  # only once the config has loaded: the module pulls in Ray Tune
 
     res = run_sweep(cfg)

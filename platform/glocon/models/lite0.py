@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 from torch import nn
@@ -31,6 +31,9 @@ from torch import nn
 from glocon.errors import CheckpointError, ConfigError
 from glocon.models.backbones import EXTRA_BACKBONES, PACKAGED_WEIGHTS, Backbone
 from glocon.safeload import load_weights_only
+
+if TYPE_CHECKING:  # annotations only
+    from types import ModuleType
 
 NAME = "efficientnet_lite0"
 TIMM_ARCH = "tf_efficientnet_lite0"
@@ -80,7 +83,7 @@ class Lite0Backbone(Backbone):
     input_std = INPUT_STD
 
 
-def _timm() -> Any:
+def _timm() -> ModuleType:
     try:
         import timm
     except ImportError as exc:

@@ -19,7 +19,7 @@ import hashlib
 import io
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from glocon.probe import features as pf
 from glocon.probe import linear, priormap, retrieval
 from glocon.probe.config import ProbeConfig
 from glocon.probe.metrics import confusion, mean_std, miou
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.models.prior import PriorExtractor
 
 FIGURES = ("retrieval_miou", "linear_miou", "purity", "prior_map_auroc")
 LABELS = {
@@ -202,7 +205,7 @@ class EpochProber:
         self.n_classes = max(count_classes(self.train), count_classes(self.val))
         self.store = open_store()  # the demo's probe stage reads what this wrote, where weights and images agree
 
-    def __call__(self, model: Any) -> float:
+    def __call__(self, model: PriorExtractor) -> float:
         was_training = model.training
         model.eval()
         try:

@@ -96,7 +96,7 @@ class CheckpointNames:
 def load_resumable(
     folder: str | os.PathLike,
     run_dir: str | os.PathLike | None = None,
-    warn: Any = print,
+    warn: Callable[[str], object] = print,
     loader: Callable[[Path], dict[str, Any]] = load_state,
 ) -> tuple[dict[str, Any], Path]:
     """The state of ``folder`` (the checkpoint Ray hands back), or, when that one is damaged (a

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ray.tune import Callback
 from rich.console import Console, Group
@@ -20,10 +20,13 @@ from rich.text import Text
 
 from glocon.dashboard import format_eta
 
+if TYPE_CHECKING:  # annotations only
+    from ray.tune.experiment import Trial
+
 STATE_STYLE = {"PENDING": "dim", "RUNNING": "cyan", "TERMINATED": "green", "STOPPED": "yellow", "ERROR": "red"}
 
 
-def _f(v: Any) -> str:
+def _f(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -106,7 +109,7 @@ class SweepDashboard(Callback):
             self._print(f"[{self.title}] {self.summary()}")
 
     # -- Tune callback hooks ----------------------------------------------------------------
-    def _row(self, trial: Any) -> TrialRow:
+    def _row(self, trial: Trial) -> TrialRow:
         row = self.rows.get(trial.trial_id)
         if row is None:
             cfg = dict(getattr(trial, "config", {}) or {})
@@ -115,16 +118,16 @@ class SweepDashboard(Callback):
             self.rows[trial.trial_id] = row
         return row
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         row = self._row(trial)
         row.state = "RUNNING"
         row.started = row.last_t = time.monotonic()
         self._event(f"start {trial.trial_id} {self._params(row)}")
 
-    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_restore(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.on_trial_start(iteration, trials, trial)
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
         row = self._row(trial)
         row.state = "RUNNING"
         now = time.monotonic()
@@ -142,13 +145,13 @@ class SweepDashboard(Callback):
             f"{self.loss_key}={_f(row.loss)} best={_f(self.best)} eta {format_eta(self.eta_s())}"
         )
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         row = self._row(trial)
         # A trial that ends before its configured epochs was stopped by the scheduler (ASHA).
         row.state = "STOPPED" if row.epochs and row.epoch < row.epochs else "TERMINATED"
         self._event(f"{'stopped early' if row.state == 'STOPPED' else 'done'} {trial.trial_id} after {row.epoch} epoch(s)")
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._row(trial).state = "ERROR"
         self._event(f"error {trial.trial_id} (see its error.txt in the sweep folder)")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -22,6 +22,9 @@ from glocon.config import GloconModel, all_keys, load_config, parse_override, va
 from glocon.errors import ConfigError
 from glocon.probe.config import DenseMapName
 from glocon.raycluster import RayConfig
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.train.config import PretrainConfig
 
 PatchMethod = Literal["slic", "fh"]
 
@@ -85,7 +88,7 @@ class SearchSpace(GloconModel):
 
     @field_validator("tau", mode="before")
     @classmethod
-    def _tau_list(cls, v: Any) -> Any:
+    def _tau_list(cls, v: object) -> object:
         # ``tau: [0.07, 0.2]`` is shorthand for ``tau: {grid: [0.07, 0.2]}``
         return {"grid": v} if isinstance(v, list) else v
 
@@ -214,7 +217,7 @@ def load_sweep_config(path: str | os.PathLike | None, overrides: list[str] | tup
 # -- the pretraining side -----------------------------------------------------------------------
 
 
-def pretrain_model() -> type[GloconModel]:
+def pretrain_model() -> type[PretrainConfig]:
     """The pretraining job's config model (imported late: the sweep module loads without it)."""
     from glocon.train.config import PretrainConfig
 
@@ -250,7 +253,7 @@ def base_pretrain_dict(cfg: SweepConfig) -> dict[str, Any]:
     return base.model_dump(mode="json")
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: object) -> None:
     node = data
     parts = dotted.split(".")
     for part in parts[:-1]:
@@ -289,7 +292,7 @@ def trial_pretrain_dict(base: dict[str, Any], params: dict[str, Any], targets: T
     return out
 
 
-def validate_pretrain(data: dict[str, Any], source: str) -> GloconModel:
+def validate_pretrain(data: dict[str, Any], source: str) -> PretrainConfig:
     return validate_config(pretrain_model(), data, source)
 
 

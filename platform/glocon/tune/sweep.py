@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ray.tune import Callback
 
@@ -46,6 +46,9 @@ from glocon.tune.space import (
     trial_pretrain_dict,
     validate_pretrain,
 )
+
+if TYPE_CHECKING:  # annotations only
+    from glocon.fewshot.config import FewShotConfig
 
 RESOLVED = "sweep.resolved.yaml"
 TRAINS = "trains"
@@ -298,7 +301,7 @@ def table_rows(trials: list[TrialResult], cfg: SweepConfig, base: dict[str, Any]
     return out
 
 
-def _cell(v: Any) -> str:
+def _cell(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -384,7 +387,7 @@ def objective_name(cfg: SweepConfig) -> str:
     return "probe retrieval mIoU" if cfg.objective.kind == "probe" else cfg.objective.plugin
 
 
-def objective_config(cfg: SweepConfig, exp_dir: Path) -> Any:
+def objective_config(cfg: SweepConfig, exp_dir: Path) -> FewShotConfig:
     """The few-shot config the objective runs with (validated; paths absolute; episodes kept
     in the sweep folder unless the config names a folder of its own)."""
     from glocon.config import load_config
@@ -424,7 +427,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def draw_objective_episodes(plugin_cfg: Any) -> Path:
+def draw_objective_episodes(plugin_cfg: FewShotConfig) -> Path:
     """Draw (or reuse, validated) the objective's episode file once, in the driver, before any
     trial: every trial then scores the same episodes, and the file is there to audit. Same
     calls as ``glocon.fewshot.runner.objective``: validation mode, base classes of the fold."""
@@ -443,7 +446,7 @@ def draw_objective_episodes(plugin_cfg: Any) -> Path:
     return path
 
 
-def prepare(cfg: SweepConfig) -> tuple[dict[str, Any], Any]:
+def prepare(cfg: SweepConfig) -> tuple[dict[str, Any], FewShotConfig | None]:
     """Everything that can be checked before Ray starts: targets, base config, objective config."""
     from glocon.plugins import load_plugin
 
@@ -493,7 +496,7 @@ def _grid_points(cfg: SweepConfig) -> list[dict[str, Any]]:
     return [dict(zip(dims, combo)) for combo in itertools.product(*dims.values())] or [{}]
 
 
-def run_sweep(cfg: SweepConfig, *, stream: Any = None) -> SweepResults:
+def run_sweep(cfg: SweepConfig, *, stream: TextIO | None = None) -> SweepResults:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler

@@ -85,7 +85,7 @@ class ObjectiveReportCallback(TuneReportCallback):
         self._prober = None
         self._epochs_seen = 0
 
-    def score(self, prior: Path) -> Any:
+    def score(self, prior: Path) -> float:
         """The objective of one epoch's export: the plugin's, or the dense probe's retrieval mIoU in %."""
         if self.probe is None:
             plugin, cfg = self._load()
