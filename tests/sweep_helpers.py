@@ -13,10 +13,13 @@ JOB = REPO / "jobs" / "sweep.py"
 OBJECTIVE_FOLD = 1  # COCO-20i fold 1: person (class 1) is a base class, so coco128 has episodes
 
 
-def make_sweep_shards(coco128: Path, root: Path) -> dict[str, Path]:
-    """8 train2017 photos for pretraining, 24 val2017 photos for the objective; 64 px (uses Ray)."""
+def make_sweep_shards(coco128: Path, root: Path, in_process: bool = False) -> dict[str, Path]:
+    """8 train2017 photos for pretraining, 24 val2017 photos for the objective; 64 px (uses Ray,
+    or with ``in_process`` the same shards built in the pytest process: no Ray to start)."""
     from glocon.config import validate_config
     from glocon.data.shards import ShardsConfig, make_shards
+
+    from inprocess_shards import make_shards_in_process
 
     out = {}
     for name, split, n in (("pre", "train2017", 8), ("obj", "val2017", 24)):
@@ -24,7 +27,10 @@ def make_sweep_shards(coco128: Path, root: Path) -> dict[str, Path]:
             "data": {"layout": "coco", "root": str(coco128), "split": split, "coco_format": "semantic_png", "limit": n},
             "out_dir": str(root / name), "samples_per_shard": 4, "longest_side": 64,
         })
-        make_shards(cfg, dashboard=False)
+        if in_process:
+            make_shards_in_process(cfg)
+        else:
+            make_shards(cfg, dashboard=False)
         out[name] = root / name
     return out
 

@@ -486,7 +486,8 @@ def test_tau_not_positive_is_refused_by_the_pretraining_and_sweep_configs(tau):
         base_pretrain_dict(sweep)
 
 
-def test_one_shard_for_two_ranks_is_refused_before_ray_starts_naming_samples_per_shard_and_num_workers(tmp_path):
+def test_one_shard_for_two_ranks_is_refused_before_ray_starts_naming_samples_per_shard_and_num_workers(tmp_path, no_ray_in_process):
+    # no_ray_in_process: the session's shared Ray is down, so the check below sees whether this call started one
     import ray
 
     from glocon.preflight import PreflightError

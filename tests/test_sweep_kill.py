@@ -20,7 +20,8 @@ from sweep_helpers import JOB, REPO, make_sweep_shards, sweep_dict, trial_status
 
 @pytest.fixture(scope="module")
 def shards(coco128, tmp_path_factory):
-    return make_sweep_shards(coco128, tmp_path_factory.mktemp("sweep-shards"))
+    # built in this process: the module's only Ray is the one the swept job starts
+    return make_sweep_shards(coco128, tmp_path_factory.mktemp("sweep-shards"), in_process=True)
 
 
 @pytest.mark.slow

@@ -83,7 +83,9 @@ def _no_polysemous(index: faiss.Index) -> None:
     """index_factory turns on polysemous training for IVF-PQ (it ranks codes by Hamming distance);
     the bank never searches that way and it costs most of the training time, so switch it off."""
     try:
-        ivf = faiss.extract_index_ivf(index)
+        # extract_index_ivf returns the IndexIVF base class: downcast, or the isinstance below is
+        # never true and the training stays on (faiss 1.15: 102 s vs 23-39 s on IVF256,PQ64, same recall)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     except RuntimeError:
         return
     if isinstance(ivf, faiss.IndexIVFPQ):
