@@ -34,5 +34,4 @@ class SplitEncoders(Protocol):
 
 def region_maps_of(model: object) -> tuple[str, ...]:
     """The region maps a segmenter declares (none when it declares none)."""
-    names = model.region_maps if isinstance(model, Segmenter) else getattr(model, "region_maps", ())
-    return tuple(str(n) for n in names)
+    return tuple(str(n) for n in getattr(model, "region_maps", ()))
