@@ -50,7 +50,7 @@ from glocon.errors import CheckpointError, ConfigError, GloconError, PreflightEr
 from glocon.io import atomic_open, atomic_write_bytes
 from glocon.models.backbones import RESNET_DILATION, stride_of
 from glocon.models.lite0 import NAME as LITE0, STAGE_LAYOUT as LITE0_STAGES, TIMM_ARCH as LITE0_TIMM
-from glocon.models.prior import DENSE_ALIASES, EXPORT_FORMAT, DenseMap, PriorArch, PriorExtractor, read_export, with_output_stride
+from glocon.models.prior import DENSE_ALIASES, EXPORT_FORMAT, DenseMap, PriorExtractor, export_arch, prior_from_export, read_export, with_output_stride
 
 FORMATS = ("timm", "torchvision", "onnx")
 DENSE_MAPS: tuple[str, ...] = get_args(DenseMap)
@@ -84,11 +84,6 @@ class Exported:
     notes: list[str] = field(default_factory=list)  # what a user must know to read the same features
 
 
-def _one_line(text: str) -> str:
-    """torch and pydantic messages span lines; glocon's errors are one line."""
-    return " ".join(str(text).split())
-
-
 # -- inputs -----------------------------------------------------------------------------------
 def check_out_path(out: str | os.PathLike) -> Path:
     """OUT is a file in a folder that exists and can be written: checked before any work, so a typo
@@ -104,36 +99,6 @@ def check_out_path(out: str | os.PathLike) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PreflightError(f"OUT {path}: folder {parent} is not writable")
     return path
-
-
-def read_prior(path: str | os.PathLike) -> tuple[PriorArch, dict[str, torch.Tensor]]:
-    """The architecture and state dict of a prior export, read once with ``weights_only=True``;
-    anything that is not a glocon prior is a ``CheckpointError`` naming the file."""
-    payload = read_export(path)  # missing file, not a torch file, pickled code, another format: CheckpointError
-    try:
-        arch = PriorArch.model_validate(payload["arch"])
-    except ValueError as exc:  # pydantic's ValidationError: an 'arch' this glocon cannot build
-        raise CheckpointError(f"prior export {path}: field 'arch' does not describe a prior ({_one_line(exc)})") from None
-    state = payload["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"prior export {path}: field 'state_dict' is not a mapping of tensors")
-    return arch, dict(state)
-
-
-def build_prior(path: str | os.PathLike, arch: PriorArch, state: Mapping[str, torch.Tensor]) -> PriorExtractor:
-    """The frozen prior extractor (what ``load_prior_extractor`` returns, from the payload already read)."""
-    try:
-        model = PriorExtractor(arch, load_init_weights=False)
-    except ValueError as exc:  # a backbone or stride this glocon does not know
-        raise CheckpointError(f"prior export {path}: field 'arch' cannot be built ({_one_line(exc)})") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"prior export {path}: state dict does not fit {arch.backbone} ({_one_line(exc)[:400]})") from None
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def target_name(backbone: str, fmt: str) -> str:
@@ -386,11 +351,12 @@ def export_prior(prior_path: str | os.PathLike, fmt: str, out: str | os.PathLike
     if which not in DENSE_MAPS:
         raise ConfigError(f"--map {which!r}: expected one of {', '.join(DENSE_MAPS)}")
     out = check_out_path(out)
-    arch, state = read_prior(prior_path)
+    payload = read_export(prior_path)  # anything that is not a prior: CheckpointError naming the file
+    arch = export_arch(payload, prior_path)
     if fmt != "onnx":
         target_name(arch.backbone, fmt)  # before building anything: an arch with no counterpart fails fast
     with torch.random.fork_rng(devices=[]):  # building draws a random init (then overwritten): not the caller's draws
-        prior = build_prior(prior_path, arch, state)
+        prior = prior_from_export(payload, prior_path).eval().requires_grad_(False)  # frozen, as load_prior_extractor gives it
     if fmt == "onnx":
         data = onnx_bytes(prior, which)
         diff = check_onnx(data, prior, which)

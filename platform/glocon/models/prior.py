@@ -11,7 +11,7 @@ the same thing.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -165,6 +165,11 @@ def save_export(model: PriorExtractor, path: str | os.PathLike, extra: dict[str,
     return sha256_file(path)
 
 
+def _one_line(text: object) -> str:
+    """torch and pydantic messages span lines; glocon's errors are one line."""
+    return " ".join(str(text).split())
+
+
 def read_export(path: str | os.PathLike) -> dict[str, Any]:
     payload = load_weights_only(path, "prior export")
     if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
@@ -175,15 +180,35 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def export_arch(payload: Mapping[str, Any], path: str | os.PathLike) -> PriorArch:
+    """The architecture an export (``read_export``'s payload) records; a CheckpointError naming the file if glocon cannot build it."""
+    try:
+        return PriorArch.model_validate(payload["arch"])
+    except ValueError as exc:  # pydantic's ValidationError: an 'arch' this glocon cannot build
+        raise CheckpointError(f"prior export {path}: field 'arch' does not describe a prior ({_one_line(exc)})") from None
+
+
+def prior_from_export(payload: Mapping[str, Any], path: str | os.PathLike) -> PriorExtractor:
+    """The prior extractor of an export's payload (not moved, not frozen); every way the payload
+    can fail to be one is a CheckpointError naming the file and the field."""
+    arch = export_arch(payload, path)
+    state = payload["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"prior export {path}: field 'state_dict' is not a mapping of tensors")
+    try:
+        model = PriorExtractor(arch, load_init_weights=False)
+    except ValueError as exc:  # a backbone or stride this glocon does not know
+        raise CheckpointError(f"prior export {path}: field 'arch' cannot be built ({_one_line(exc)})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"prior export {path}: state dict does not fit {arch.backbone} ({_one_line(exc)[:400]})") from None
+    return model
+
+
 def load_prior_extractor(path: str | os.PathLike, map_location: str | torch.device = "cpu", freeze: bool = True) -> PriorExtractor:
     """Rebuild the prior extractor of an export; frozen and in eval mode unless ``freeze=False``."""
-    payload = read_export(path)
-    arch = PriorArch.model_validate(payload["arch"])
-    model = PriorExtractor(arch, load_init_weights=False)
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"prior export {path}: state dict does not fit {arch.backbone} ({exc})") from None
+    model = prior_from_export(read_export(path), path)  # missing file, not a torch file, pickled code, another format: CheckpointError
     model.to(map_location)
     if freeze:
         model.eval()
