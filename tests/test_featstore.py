@@ -186,12 +186,25 @@ def test_cli_du_ls_and_prune(tmp_path, monkeypatch, capsys):
 
 
 # -- atomic writes ------------------------------------------------------------------------------
+class _Meeting(Counting):
+    """Encodes only after the other writer has also looked up every entry and missed: the barrier sits
+    between the lookup and the write, so both processes race to write the same four entries every run
+    (a barrier before the lookup let one writer finish before the other looked, and it then hit)."""
+
+    def __init__(self, barrier) -> None:
+        super().__init__()
+        self.barrier = barrier
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.barrier.wait(timeout=60)
+        return super().forward(x)
+
+
 def _writer(root: str, barrier, seed: int) -> None:
     store = FeatureStore(Path(root))
     x = _images(4, seed=7)
-    enc = Counting()
-    barrier.wait()
-    memo(store, store.namespace(weights_digest(enc), "out"), enc, x)
+    enc = _Meeting(barrier)
+    memo(store, store.namespace(weights_digest(Counting()), "out"), enc, x)  # Counting's weights, its namespace
     store.flush_stats(force=True)
 
 
