@@ -33,7 +33,8 @@ def main() -> int:
     os.chdir(REPO)  # the demo's configs use repo-relative paths
 
     from glocon.config import load_config
-    from glocon.demo import DemoConfig, run_demo
+    from glocon.demo import run_demo
+    from glocon.demo.config import DemoConfig
 
     out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="glocon-demo-bench-"))
     cache = out / "cache"  # a fresh embedded-data cache too, so its generation is timed

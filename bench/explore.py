@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_shards(work: Path, images: int, size: int) -> Path:
     from glocon.data.layouts import LayoutConfig
-    from glocon.data.shards import ShardsConfig, make_shards as build
+    from glocon.data.shardplan import ShardsConfig
+    from glocon.data.shards import make_shards as build
 
     data = LayoutConfig(layout="embedded", min_class_pixels=256, embedded={"n_images": images, "size": size, "seed": 0, "cache_dir": str(work / "cache")})
     build(ShardsConfig(data=data, out_dir=str(work / "bench-shards"), prefix="bench", samples_per_shard=16, longest_side=size), dashboard=False)

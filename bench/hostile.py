@@ -213,7 +213,7 @@ def first_shard(folder: Path) -> Path:
 
 def flip_bytes(shard: Path) -> None:
     """16 bytes inside the first sample's image, the tar's size and headers unchanged."""
-    from glocon.data.readers import scan_tar
+    from glocon.data.shardindex import scan_tar
 
     members = next(iter(scan_tar(shard).values()))
     offset, size = members["jpg"]
@@ -279,7 +279,9 @@ def prebuild(overrides: list[str]) -> None:
     finds every shard done and starts no Ray. A layout that refuses to open is left to the job."""
     from glocon.config import load_config
     from glocon.data.layouts import open_layout_classes
-    from glocon.data.shards import BuildSpec, ShardsConfig, build_shard, plan_shards, resolve_paths
+    from glocon.data.shardplan import BuildSpec, ShardsConfig, plan_shards
+    from glocon.data.shards import resolve_paths
+    from glocon.data.shardtask import build_shard
     from glocon.errors import GloconError
 
     cfg = resolve_paths(load_config(ShardsConfig, None, overrides))
@@ -307,7 +309,7 @@ def shards_cmd(d: Path, data: list[str], *more: str) -> list[str]:
 def in_process_shard_set(folder: Path, out: Path, **kw) -> None:
     """A finished shard set (manifest and all) of a photo folder, made in this process (no Ray)."""
     from glocon.data.layouts import LayoutConfig
-    from glocon.data.shards import ShardsConfig
+    from glocon.data.shardplan import ShardsConfig
     from inprocess_shards import make_shards_in_process
 
     cfg = ShardsConfig(data=LayoutConfig(layout="folder", root=str(folder)), out_dir=str(out), samples_per_shard=2,

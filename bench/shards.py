@@ -36,7 +36,9 @@ import numpy as np
 from glocon.data.layouts import LayoutConfig, open_layout
 from glocon.data import verify
 from glocon.data.readers import stream_samples
-from glocon.data.shards import ShardsConfig, make_shards_from_records, resized_size
+from glocon.data.shardplan import ShardsConfig
+from glocon.data.shards import make_shards_from_records
+from glocon.data.shardtask import resized_size
 from glocon.data.superpixels import fh_labels, slic_labels
 from glocon.raycluster import RayConfig, init_ray
 

@@ -12,16 +12,11 @@ from pathlib import Path
 
 from glocon.config import save_resolved
 from glocon.data.layouts import open_layout_classes
-from glocon.data.shards import (
-    BuildSpec,
-    Manifest,
-    ShardsConfig,
-    build_folder,
-    build_shard,
-    make_shards_from_records,
-    plan_shards,
-    resolve_paths,
-)
+from glocon.data.manifest import Manifest
+from glocon.data.shardfolder import build_folder
+from glocon.data.shardplan import BuildSpec, ShardsConfig, plan_shards
+from glocon.data.shards import make_shards_from_records, resolve_paths
+from glocon.data.shardtask import build_shard
 
 
 def make_shards_in_process(cfg: ShardsConfig) -> Manifest:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from glocon.data.schema import Sample, encode_sample
-from glocon.data.shards import Manifest, ShardEntry, open_tar_writer
+from glocon.data.manifest import Manifest, ShardEntry
+from glocon.data.shardtask import open_tar_writer
 from glocon.io import sha256_file
 
 
@@ -36,7 +37,8 @@ def write_embedded_shards(root: Path, split: str, n: int, size: int = 64, per_sh
     import warnings
 
     from glocon.data.layouts import LayoutConfig, open_layout
-    from glocon.data.shards import BuildSpec, ShardsConfig, make_sample
+    from glocon.data.shardplan import BuildSpec, ShardsConfig
+    from glocon.data.shardtask import make_sample
 
     data = LayoutConfig(layout="embedded", split=split, min_class_pixels=64, embedded={"n_images": n, "size": size, "cache_dir": str(root / "cache")})
     with warnings.catch_warnings():

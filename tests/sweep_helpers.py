@@ -17,7 +17,8 @@ def make_sweep_shards(coco128: Path, root: Path, in_process: bool = False) -> di
     """8 train2017 photos for pretraining, 24 val2017 photos for the objective; 64 px (uses Ray,
     or with ``in_process`` the same shards built in the pytest process: no Ray to start)."""
     from glocon.config import validate_config
-    from glocon.data.shards import ShardsConfig, make_shards
+    from glocon.data.shardplan import ShardsConfig
+    from glocon.data.shards import make_shards
 
     from inprocess_shards import make_shards_in_process
 

@@ -66,7 +66,7 @@ def test_run_job_turns_glocon_errors_into_one_line_and_the_exit_code_of_their_ph
 
 
 def test_run_job_reads_a_config_model_from_config_and_overrides(tmp_path, capsys):
-    from glocon.demo import DemoConfig
+    from glocon.demo.config import DemoConfig
     from glocon.jobmain import run_job
 
     seen = []

@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 
 from glocon.config import load_config
-from glocon.demo import DemoConfig, _fewshot_cfg, results_table, variants
+from glocon.demo.config import DemoConfig
+from glocon.demo.report import results_table
+from glocon.demo.stages import _fewshot_cfg
+from glocon.fewshot.variants import variants
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from glocon.data.folds import embedded_fold_classes
 from glocon.data.layouts import LayoutConfig, open_layout
+from glocon.data.layouts import _embedded_draw as D
 from glocon.data.layouts import embedded as E
 from glocon.data.record import class_pixels, classes_present
 from glocon.errors import ConfigError
@@ -44,22 +45,22 @@ def test_any_image_rerenders_alone_identically(tmp_path):
     spec = E.spec_from(cfg)
     recs = open_layout(cfg)
     for i in (0, 5):
-        out = E.render(i, spec)
+        out = D.render(i, spec)
         assert np.array_equal(np.asarray(recs[i].load_image()), out.image)
         assert np.array_equal(recs[i].load_mask(), out.mask)
 
 
 def test_classes_are_distinct_shape_texture_pairs_and_each_fold_has_every_shape():
-    pairs = [E.class_shape_texture(c) for c in range(1, 21)]
+    pairs = [D.class_shape_texture(c) for c in range(1, 21)]
     assert len(set(pairs)) == 20
     for fold in range(4):
         classes = embedded_fold_classes(fold)
         assert classes == list(range(5 * fold + 1, 5 * fold + 6))
-        assert sorted(E.class_shape_texture(c)[0] for c in classes) == [0, 1, 2, 3, 4]
+        assert sorted(D.class_shape_texture(c)[0] for c in classes) == [0, 1, 2, 3, 4]
         # a novel class shares its texture with a base class, so shape is needed to tell them apart
         base = [c for c in range(1, 21) if c not in classes]
         for c in classes:
-            assert any(E.class_shape_texture(b)[1] == E.class_shape_texture(c)[1] for b in base)
+            assert any(D.class_shape_texture(b)[1] == D.class_shape_texture(c)[1] for b in base)
     assert len(set(E.CLASS_NAMES.values())) == 20
 
 
@@ -87,16 +88,16 @@ def test_default_config_has_every_class_in_enough_images_at_default_min_pixels(t
 
 def test_mask_is_exact_where_each_object_was_drawn(tmp_path):
     spec = E.spec_from(layout(tmp_path, n_images=30, objects_per_image=(2, 3)))
-    plan = E.plan_classes(spec)
+    plan = D.plan_classes(spec)
     for i in range(0, 30, 3):
-        out = E.render(i, spec, plan[i])
+        out = D.render(i, spec, plan[i])
         assert set(np.unique(out.mask)) <= {0, *plan[i]}
         # background pixels are untouched photo pixels
         bg = out.mask == 0
         assert np.array_equal(out.image[bg], out.background[bg])
         covered = np.zeros(out.mask.shape, dtype=bool)
         for obj in reversed(out.objects):  # last drawn is on top
-            drawn = E.draw_object(obj, spec.size)
+            drawn = D.draw_object(obj, spec.size)
             if drawn is None:
                 continue
             box, inside, rgb = drawn
@@ -138,7 +139,7 @@ def test_unoccluded_objects_cover_at_least_min_class_pixels(tmp_path):
     assert spec.area_px[0] >= 1.2 * 2048
     checked = 0
     for i in range(12):
-        out = E.render(i, spec)
+        out = D.render(i, spec)
         top = out.objects[-1]  # drawn last, never occluded
         if min(top.cy, top.cx) >= top.radius and max(top.cy, top.cx) + top.radius <= spec.size:  # not cut by the frame
             assert (out.mask == top.class_id).sum() >= 2048
@@ -191,7 +192,7 @@ def test_cache_root_defaults_to_env_then_runs_cache(tmp_path, monkeypatch):
 def test_ignore_border_marks_only_pixels_near_label_changes(tmp_path):
     spec0 = E.spec_from(layout(tmp_path))
     spec2 = E.spec_from(layout(tmp_path, ignore_border=2))
-    plain, bordered = E.render(1, spec0).mask, E.render(1, spec2).mask
+    plain, bordered = D.render(1, spec0).mask, D.render(1, spec2).mask
     ignored = bordered == 255
     assert ignored.any()
     assert np.array_equal(bordered[~ignored], plain[~ignored])
@@ -214,13 +215,13 @@ def test_bad_embedded_config_names_the_field(tmp_path, field, value):
 
 
 def test_backgrounds_are_photos_shipped_inside_the_scikit_image_wheel():
-    folder = E.skimage_data_dir()
-    photos = E._backgrounds()
-    assert len(photos) >= E.MIN_BACKGROUNDS
+    folder = D.skimage_data_dir()
+    photos = D._backgrounds()
+    assert len(photos) >= D.MIN_BACKGROUNDS
     for name, arr in photos:
         assert (folder / name).is_file() and arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8
     # a background is a crop of one of them, not a flat fill
-    bg = E.background(np.random.default_rng(0), 64)
+    bg = D.background(np.random.default_rng(0), 64)
     assert bg.shape == (64, 64, 3) and bg.std() > 5
 
 

@@ -11,14 +11,8 @@ import torch
 
 from fewshot_helpers import MemorySource, toy_items
 from glocon.errors import DataError
-from glocon.fewshot.episodes import (
-    TrainEpisodeSampler,
-    build_episodes,
-    episode_file,
-    episodes_for,
-    load_episodes,
-    source_image_classes,
-)
+from glocon.fewshot.episodefile import episode_file, load_episodes
+from glocon.fewshot.episodes import TrainEpisodeSampler, build_episodes, episodes_for, source_image_classes
 from glocon.fewshot.transforms import resized_hw, eval_resize, to_original, train_augment
 
 BASE, NOVEL = [1, 2, 3], [4]

@@ -158,7 +158,8 @@ def test_qgnet_few_fit_steps_lower_the_loss_on_embedded_like_data(tmp_path):
 @pytest.fixture(scope="module")
 def coco128_shards(coco128, ray_session, tmp_path_factory):
     """Small shards of the annotated COCO128 photos (train2017 and val2017 halves)."""
-    from glocon.data.shards import ShardsConfig, make_shards
+    from glocon.data.shardplan import ShardsConfig
+    from glocon.data.shards import make_shards
 
     out = tmp_path_factory.mktemp("coco128-shards")
     dirs = []

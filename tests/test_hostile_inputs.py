@@ -29,18 +29,12 @@ from PIL import Image
 from glocon.config import load_config
 from glocon.data.imageio import load_record, load_rgb
 from glocon.data.layouts import LayoutConfig, open_layout
-from glocon.data.readers import ShardIndex, scan_tar, stream_samples
+from glocon.data.readers import stream_samples
+from glocon.data.shardindex import ShardIndex, scan_tar
 from glocon.data.schema import Sample, encode_sample
-from glocon.data.shards import (
-    BuildSpec,
-    Manifest,
-    Rejected,
-    ShardsConfig,
-    build_shard,
-    make_sample,
-    open_tar_writer,
-    plan_shards,
-)
+from glocon.data.manifest import Manifest
+from glocon.data.shardplan import BuildSpec, ShardsConfig, plan_shards
+from glocon.data.shardtask import Rejected, build_shard, make_sample, open_tar_writer
 from glocon.errors import CheckpointError, ConfigError, DataError
 from layout_fixtures import H, W, add_symlink_loop, make_coco_instances, make_folder, make_hostile_images, make_voc
 from shard_writer import write_sample_shards

@@ -14,6 +14,7 @@ from PIL import Image
 from glocon.data.imageio import check_mask, image_size, load_record
 from glocon.data.layouts import LayoutConfig, open_layout, open_layout_classes
 from glocon.data.layouts import coco, voc
+from glocon.data.layouts._coco_classes import category_classes
 from glocon.data.record import class_pixels, classes_present
 from glocon.errors import ConfigError, DataError
 from layout_fixtures import (
@@ -306,13 +307,13 @@ def test_coco_json_with_voc_ids_and_a_background_category_maps_by_name_with_back
 
 def test_coco_category_names_decide_standard_or_by_name_whatever_the_json_order(tmp_path):
     cats = [{"id": 3, "name": "Car"}, {"id": 1, "name": "person"}]  # COCO's ids and names (case aside)
-    mapping, table = coco.category_classes(cats, tmp_path / "x.json")
+    mapping, table = category_classes(cats, tmp_path / "x.json")
     assert mapping == {1: 1, 3: 3} and table.scheme == "coco"
     renamed = [{"id": 3, "name": "auto"}, {"id": 1, "name": "human"}, {"id": 9, "name": "auto"}]  # not COCO's names
-    mapping, table = coco.category_classes(renamed, tmp_path / "x.json")
+    mapping, table = category_classes(renamed, tmp_path / "x.json")
     assert mapping == {3: 1, 9: 1, 1: 2} and table.names == {1: "auto", 2: "human"}  # sorted by name, merged
     with pytest.raises(DataError, match=r"x\.json: category 5 has no 'name'"):
-        coco.category_classes([{"id": 5}], tmp_path / "x.json")
+        category_classes([{"id": 5}], tmp_path / "x.json")
 
 
 # ---------------------------------------------------------------- semantic (any labelled set)

@@ -148,7 +148,7 @@ def checkout(root: Path, coco128: Path, n_images: int) -> Path:
     """What a user's clone holds for these commands: jobs/, configs/, .gitignore (so runs/ is not
     uploaded, as in a real clone) and make_shards output in runs/demo/shards (64 px coco128 photos)."""
     from glocon.config import validate_config
-    from glocon.data.shards import ShardsConfig
+    from glocon.data.shardplan import ShardsConfig
 
     root.mkdir(parents=True)
     for name in ("jobs", "configs"):

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glocon.data.readers import ShardIndex, check_tar_end, scan_tar, shard_urls, stream_samples, unsafe_member
+from glocon.data.readers import check_tar_end, shard_urls, stream_samples, unsafe_member
+from glocon.data.shardindex import ShardIndex, scan_tar
 from glocon.data.schema import Sample
-from glocon.data.shards import MANIFEST_NAME, Manifest, Rejection
+from glocon.data.manifest import MANIFEST_NAME, Manifest, Rejection
 from glocon.errors import DataError
 
 from shard_writer import write_sample_shards

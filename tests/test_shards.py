@@ -25,20 +25,13 @@ from PIL import Image
 from glocon.data.imageio import load_mask, load_rgb
 from glocon.data.layouts import LayoutConfig
 from glocon.data.layouts.coco import semantic_mask
-from glocon.data.readers import ShardIndex, stream_samples
+from glocon.data.readers import stream_samples
+from glocon.data.shardindex import ShardIndex
 from glocon.data.record import Record, class_pixels
-from glocon.data.shards import (
-    DONE_DIR,
-    MANIFEST_NAME,
-    BuildSpec,
-    Manifest,
-    ShardsConfig,
-    make_sample,
-    make_shards,
-    make_shards_from_records,
-    plan_shards,
-    resized_size,
-)
+from glocon.data.manifest import MANIFEST_NAME, Manifest
+from glocon.data.shardplan import BuildSpec, ShardsConfig, plan_shards
+from glocon.data.shards import make_shards, make_shards_from_records
+from glocon.data.shardtask import DONE_DIR, make_sample, resized_size
 from glocon.errors import DataError
 from glocon.io import sha256_file
 from glocon.raycluster import RayConfig
@@ -167,7 +160,7 @@ def test_longest_side_only_shrinks_unless_upscale_is_set(tmp_path):
 
 def test_semantic_layout_round_trips_through_a_shard_bit_exact(tmp_path):
     from glocon.data.layouts import open_layout
-    from glocon.data.shards import build_shard
+    from glocon.data.shardtask import build_shard
     from layout_fixtures import SEMANTIC_MAP, SEMANTIC_VOID, make_semantic, semantic_source_mask
 
     data = LayoutConfig(layout="semantic", root=str(make_semantic(tmp_path / "camvid")), class_names="classes.yaml",
@@ -258,7 +251,8 @@ KILL_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from glocon.data.imageio import load_mask, load_rgb
     from glocon.data.record import Record
-    from glocon.data.shards import ShardsConfig, make_shards_from_records
+    from glocon.data.shardplan import ShardsConfig
+    from glocon.data.shards import make_shards_from_records
     from glocon.raycluster import RayConfig
 
     def slow_rgb(path):  # slow enough that the test can kill the job between two shards

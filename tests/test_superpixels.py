@@ -11,6 +11,7 @@ from skimage.segmentation import find_boundaries, slic
 
 from glocon.config import load_config
 from glocon.data.layouts import LayoutConfig
+from glocon.data.layouts import _embedded_draw as D
 from glocon.data.layouts import embedded as E
 from glocon.data.schema import Sample, encode_sample
 from glocon.data.superpixels import FHConfig, SlicConfig, SuperpixelConfig, fh_labels, relabel_contiguous, slic_labels, superpixels
@@ -21,14 +22,14 @@ from glocon.viz.superpixels import GAP, LABEL_H, TITLE_H, panel_scale, show_supe
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
     """A natural photo bundled in the scikit-image wheel, at 128 px."""
-    with Image.open(E.skimage_data_dir() / "astronaut.png") as img:
+    with Image.open(D.skimage_data_dir() / "astronaut.png") as img:
         return np.asarray(img.convert("RGB").resize((128, 128), Image.Resampling.BILINEAR))
 
 
 @pytest.fixture(scope="module")
 def embedded_image(tmp_path_factory) -> np.ndarray:
     cfg = LayoutConfig(layout="embedded", min_class_pixels=256, embedded={"size": 96, "n_images": 4, "cache_dir": str(tmp_path_factory.mktemp("emb"))})
-    return E.render(0, E.spec_from(cfg)).image
+    return D.render(0, E.spec_from(cfg)).image
 
 
 @pytest.fixture(params=["photo", "embedded_image"])
@@ -152,8 +153,9 @@ def test_show_superpixels_from_shards_uses_the_stored_maps(tmp_path, photo):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:embedded layout.*fewer than:UserWarning")
 def test_show_superpixels_from_a_built_shard_folder_draws_the_manifest_sample(tmp_path, ray_session):
-    from glocon.data.readers import ShardIndex
-    from glocon.data.shards import ShardsConfig, make_shards
+    from glocon.data.shardindex import ShardIndex
+    from glocon.data.shardplan import ShardsConfig
+    from glocon.data.shards import make_shards
 
     data = {"layout": "embedded", "min_class_pixels": 256, "embedded": {"size": 64, "n_images": 3, "cache_dir": str(tmp_path / "c")}}
     cfg = ShardsConfig(data=data, out_dir=str(tmp_path / "shards"), longest_side=64, samples_per_shard=2)

@@ -104,7 +104,7 @@ def test_loguniform_tau_is_sampled_within_its_bounds():
 
 
 def test_concurrency_follows_the_cluster_and_never_waits_for_a_missing_gpu():
-    from glocon.tune.sweep import plan_concurrency
+    from glocon.tune.resources import plan_concurrency
 
     cfg = SweepConfig.model_validate({"space": {"tau": [0.1, 0.2, 0.3, 0.4]}})
     # 2 CPUs, no GPU: driver (1) + one worker (1) = one trial at a time
@@ -285,7 +285,8 @@ def _all_classes_per_image(shard_dir: Path) -> dict[str, set[int]]:
 
 
 def test_probe_objective_needs_no_plugin_and_defaults_to_a_held_out_share_of_the_pretraining_shards(tmp_path):
-    from glocon.tune.sweep import objective_name, prepare, probe_objective
+    from glocon.tune.objective import objective_name, probe_objective
+    from glocon.tune.sweep import prepare
     from shard_writer import write_embedded_shards
 
     shards = write_embedded_shards(tmp_path, "train", 40)  # prepare() checks the shards before Ray starts

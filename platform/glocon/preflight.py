@@ -53,7 +53,7 @@ class ShardSet:
 def shard_set(spec: str | None, key: str) -> ShardSet:
     """The shards of a folder or manifest, checked against the manifest; errors name ``key``."""
     from glocon.data.readers import check_tar_end
-    from glocon.data.shards import MANIFEST_NAME, Manifest
+    from glocon.data.manifest import MANIFEST_NAME, Manifest
     from glocon.data.verify import check_shard
 
     if not spec:
@@ -148,7 +148,7 @@ def check_pretrain(cfg: PretrainConfig, *, ranks_key: str = "num_workers") -> No
 
 def check_sweep(pretrain_cfg: PretrainConfig, objective_cfg: FewShotConfig | None = None, probe: dict | None = None) -> None:
     """One sweep trial's validated PretrainConfig, and the objective's data: the few-shot config
-    or the dense probe's settings (``glocon.tune.sweep.probe_objective``: paths resolved)."""
+    or the dense probe's settings (``glocon.tune.objective.probe_objective``: paths resolved)."""
     check_pretrain(pretrain_cfg, ranks_key="resources.workers_per_trial")
     if objective_cfg is not None:
         check_fewshot(objective_cfg, mode="objective")

@@ -1,7 +1,7 @@
 """Reading shards for the bank: a thin seam over the one shard reader, ``glocon.data.readers``.
 
 The bank reads nothing itself: folders and manifests go through ``readers.shard_urls``, whole
-shards through ``readers.stream_samples`` and single samples through ``readers.ShardIndex``,
+shards through ``readers.stream_samples`` and single samples through ``shardindex.read_sample``,
 so it decodes with the one sample schema and verifies each shard against its manifest like every
 other reader. What is the bank's own is only the spec syntax: a glob or comma-separated tars.
 """
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from glocon.data import readers
+from glocon.data import readers, shardindex
 from glocon.data.schema import Sample
 from glocon.errors import DataError
 from glocon.paths import resolve
@@ -47,4 +47,4 @@ def iter_shard(url: str) -> Iterator[Sample]:
 
 def find_sample(url: str, key: str) -> Sample:
     """The sample ``key`` (its meta key or tar key) in shard ``url``: random access, verified."""
-    return readers.read_sample(url, key)
+    return shardindex.read_sample(url, key)

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from glocon.data.shards import MANIFEST_NAME, Manifest
+from glocon.data.manifest import MANIFEST_NAME, Manifest
 from glocon.errors import DataError
 from glocon.io import sha256_file
 

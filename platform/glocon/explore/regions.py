@@ -24,7 +24,7 @@ from glocon.explore.folders import ExploreError, Folders
 from glocon.io import sha256_file
 
 if TYPE_CHECKING:  # annotations only
-    from glocon.fewshot.episodes import EpisodeSet
+    from glocon.fewshot.episodefile import EpisodeSet
 
 _PYPLOT = threading.Lock()  # matplotlib's pyplot state is global: one figure at a time
 NOT_FILES = ("none", "untrained")  # results.json "weights" entries that name no file
@@ -76,7 +76,7 @@ class Evals:
         return Path(entry["path"]), entry["sha256"]
 
     def episodes(self, name: str, fold: int, shots: int) -> EpisodeSet:
-        from glocon.fewshot.episodes import load_episodes
+        from glocon.fewshot.episodefile import load_episodes
 
         path, sha = self.episode_file(name, fold, shots)
         self.folders.require(path, f"evaluation {name!r}: episode file")

@@ -1,4 +1,4 @@
-"""Shard sets: samples by key (``glocon.data.readers.ShardIndex``), the manifest's class index as
+"""Shard sets: samples by key (``glocon.data.shardindex.ShardIndex``), the manifest's class index as
 a filter, and a small cache of decoded samples (a page asks for the same sample several times)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from glocon.data.readers import ShardIndex
+from glocon.data.shardindex import ShardIndex
 from glocon.data.schema import Sample
 from glocon.errors import DataError
 from glocon.explore.folders import ExploreError, Folders

@@ -22,7 +22,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
-from glocon.fewshot.episodes import Episode, sample_episodes
+from glocon.fewshot.episodefile import Episode
+from glocon.fewshot.episodes import sample_episodes
 from glocon.seeds import rng_for
 
 

@@ -16,16 +16,17 @@ import torch
 from torch.utils.data import Dataset
 
 from glocon.errors import DataError
-from glocon.fewshot.episodes import Episode, EpisodeSource
+from glocon.fewshot.episodefile import Episode
+from glocon.fewshot.episodes import EpisodeSource
 from glocon.fewshot.transforms import ResizeInfo, binary_label, support_mask, eval_resize, train_augment
 
 if TYPE_CHECKING:  # annotations only
-    from glocon.data.readers import ShardIndex
+    from glocon.data.shardindex import ShardIndex
     from glocon.data.schema import Sample
 
 
 class ShardEpisodeSource:
-    """One or more ``glocon.data.readers.ShardIndex`` (e.g. COCO's train and val shards) as one
+    """One or more ``glocon.data.shardindex.ShardIndex`` (e.g. COCO's train and val shards) as one
     episode source, plus ``image_classes(key)``: every class an image holds at any pixel count
     (the sample's ``json`` member), so validation episodes can drop an image with even a sliver
     of a novel class. Only that member is read for it."""

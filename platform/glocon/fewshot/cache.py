@@ -38,7 +38,7 @@ import torch
 
 from glocon.featstore import FeatureStore, StoredEncoders
 from glocon.ops import IGNORE_INDEX
-from glocon.fewshot.episodes import Episode
+from glocon.fewshot.episodefile import Episode
 from glocon.fewshot.transforms import binary_label, support_mask, train_augment
 from glocon.io import atomic_write_json
 

@@ -27,7 +27,8 @@ from glocon.fewshot.config import FewShotConfig
 from glocon.featstore import StoreStats, open_store
 from glocon.featstore.store import store_delta
 from glocon.fewshot.encoded import EncodedEval
-from glocon.fewshot.episodes import EpisodeSet, episodes_for
+from glocon.fewshot.episodefile import EpisodeSet
+from glocon.fewshot.episodes import episodes_for
 from glocon.fewshot.metrics import ClassIoUAccumulator, RegionMapAccumulator, intersection_union
 from glocon.fewshot.report import figure_caption, figure_png, results_markdown
 from glocon.fewshot.sources import build, check_split_separation, class_names, eval_split, fold_split, folds_of, open_source, resolve_device, resolve_paths

@@ -44,7 +44,8 @@ if TYPE_CHECKING:  # annotations only
     from torch.optim.lr_scheduler import LRScheduler
     from torch.utils.data import Dataset
 
-    from glocon.fewshot.episodes import Episode, EpisodeSource
+    from glocon.fewshot.episodefile import Episode
+    from glocon.fewshot.episodes import EpisodeSource
     from glocon.fewshot.plugin_protocol import FewShotPlugin
 
 
@@ -253,7 +254,7 @@ def _source_digest(cfg: FewShotConfig, source: EpisodeSource | None) -> str:
     """The fit shards' sha256 (their manifests list every shard's), or an in-memory source's own digest."""
     shards = cfg.data.shards
     if source is None and shards:
-        from glocon.data.shards import Manifest
+        from glocon.data.manifest import Manifest
 
         paths = [shards] if isinstance(shards, str) else shards
         return hashlib.sha256("".join(e.sha256 for p in paths for e in Manifest.load(p).shards).encode()).hexdigest()[:20]

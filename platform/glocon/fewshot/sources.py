@@ -29,7 +29,7 @@ def open_source(cfg: FewShotConfig, source: EpisodeSource | None = None, split: 
     paths = paths or _shard_list(cfg.data.shards)
     if not paths:
         raise ConfigError("data.shards: a shard folder or manifest.json is needed (make it with `glocon shards`)")
-    from glocon.data.readers import ShardIndex
+    from glocon.data.shardindex import ShardIndex
     from glocon.fewshot.batches import ShardEpisodeSource
 
     return ShardEpisodeSource(*(ShardIndex(p) for p in paths))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from glocon.demo import DemoConfig, run_demo
+from glocon.demo import run_demo
+from glocon.demo.config import DemoConfig
 from glocon.jobmain import run_job
 
 

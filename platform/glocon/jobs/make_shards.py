@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import sys
 
-from glocon.data.shards import ShardsConfig, make_shards
+from glocon.data.shardplan import ShardsConfig
+from glocon.data.shards import make_shards
 from glocon.jobmain import run_job
 
 

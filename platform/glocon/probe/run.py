@@ -50,7 +50,7 @@ LABELS = {
 
 # -- data --------------------------------------------------------------------------------------
 def _samples(spec: str, limit: int | None, key: str = "train_shards") -> list[Sample]:
-    from glocon.data.readers import ShardIndex
+    from glocon.data.shardindex import ShardIndex
     from glocon.errors import DataError
 
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from glocon import seeds
 from glocon.data.readers import shard_urls, stream_samples
 from glocon.data.schema import META, Sample
-from glocon.data.shards import MANIFEST_NAME, Manifest
+from glocon.data.manifest import MANIFEST_NAME, Manifest
 from glocon.errors import DataError
 from glocon.train.views import TwoViews, collate_pairs
 

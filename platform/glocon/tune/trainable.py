@@ -140,7 +140,7 @@ class PlacementGroupRecorder(WorkerGroupCallback):
     own safety net (the detached PlacementGroupCleaner) asks the state API whether the controller
     is alive; the state API needs the dashboard, which ``glocon.raycluster`` starts by default but
     a cluster may run without. So the sweep driver also removes the recorded group itself when
-    Tune ends the trial (``glocon.tune.sweep.ReleasePlacementGroups``).
+    Tune ends the trial (``glocon.tune.resources.ReleasePlacementGroups``).
 
     This is an internal Train V2 callback interface (``WorkerGroupCallback``); Train passes
     non-``UserCallback`` entries of ``RunConfig.callbacks`` to its controller as they are.

@@ -31,7 +31,7 @@ LABEL_H = 22  # caption strip above the panels
 TITLE_H = 22  # extra strip when a title is given
 MIN_PANEL = 256  # small images are enlarged (nearest, integer factor) so boundaries stay readable
 BOUNDARY_COLOR = (1.0, 1.0, 0.0)  # yellow, as in Fig. 4
-MANIFEST_NAME = "manifest.json"  # as glocon.data.shards writes it
+MANIFEST_NAME = "manifest.json"  # as glocon.data.manifest names it
 
 
 def panel_scale(height: int, width: int, min_panel: int = MIN_PANEL) -> int:
@@ -137,13 +137,13 @@ def _has_manifest(source) -> bool:
 def sample_from_shards(source, key: str) -> Sample:
     """Look ``key`` up in shards: a list of .tar paths, a shard folder, or its manifest.json.
 
-    With a manifest, uses ``glocon.data.readers.ShardIndex`` (the random-access reader, which checks
+    With a manifest, uses ``glocon.data.shardindex.ShardIndex`` (the random-access reader, which checks
     shards against it); without one (a list of .tar paths, one .tar, a folder of them) the tars
     are scanned directly with ``tarfile``.
     """
     if _has_manifest(source):
         try:
-            from glocon.data.readers import ShardIndex
+            from glocon.data.shardindex import ShardIndex
         except ImportError:
             ShardIndex = None  # noqa: N806
         if ShardIndex is not None:

@@ -44,31 +44,12 @@ import numpy as np
 
 from glocon.data.imageio import IMAGE_KINDS, load_mask, open_image
 from glocon.data.layouts import ClassTable
+from glocon.data.layouts._coco_classes import COCO_THING_IDS, NUM_CLASSES, STUFF_IDS, category_classes, max_class, standard_table
 from glocon.data.layouts._common import first_existing, image_loader, require_root
 from glocon.data.record import Record
 from glocon.ops import IGNORE_INDEX
 from glocon.errors import ConfigError, DataError
 
-# COCO's 80 thing category ids (1..90 with 10 gaps), shared by instances, panoptic and the
-# coco128 semantic PNGs. Index + 1 is the class id used everywhere in glocon.
-COCO_THING_IDS = (
-    *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83), *range(84, 91),
-)  # fmt: skip
-# Their names, as COCO's own annotation files spell them (panoptic_val2017.json, isthing=1).
-COCO_THING_NAMES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
-    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
-STUFF_IDS = range(92, 201)
-NUM_CLASSES = len(COCO_THING_IDS)
-BACKGROUND = "background"  # what _background_, Background, __background__ normalise to
 _SPLIT = re.compile(r"^(train|val|test|minival|valminusminival)\d{4}$")
 _IMAGE_EXT = (".jpg", ".jpeg", ".png")
 
@@ -98,63 +79,6 @@ def _read_json(path: Path) -> dict:
         if k not in data:
             raise DataError(f"{path}: no '{k}' list (expected a COCO annotation file)")
     return data
-
-
-def _norm(name: str) -> str:
-    """Names compared loosely: case, and runs of spaces, '_' and '-' do not matter."""
-    return re.sub(r"[\s_\-]+", " ", name).strip().lower()
-
-
-_COCO_BY_ID = {cid: _norm(n) for cid, n in zip(COCO_THING_IDS, COCO_THING_NAMES)}
-
-
-def standard_table(source: str, listed: dict[int, int] | None = None) -> ClassTable:
-    """COCO's 80 thing ids -> 1..80; ``source_ids`` holds the ids the source lists (all 80 by default)."""
-    ids = listed if listed is not None else {cid: i + 1 for i, cid in enumerate(COCO_THING_IDS)}
-    names = {i + 1: n for i, n in enumerate(COCO_THING_NAMES)}
-    return ClassTable(scheme="coco", source=source, names=names, source_ids=ids)
-
-
-def category_classes(categories: list[dict], json_path: Path, things_only: bool = False) -> tuple[dict[int, int], ClassTable]:
-    """Category id -> glocon class id, and the table that records it (see the module doc).
-
-    Standard COCO (each id is a COCO thing id and its name COCO's) keeps 1..80; anything else maps
-    by sorted name to 1..N. Background-named categories map to 0. ``things_only`` (panoptic)
-    leaves out ``isthing=0`` categories: the caller maps stuff to 0.
-    """
-    cats = []
-    for c in categories:
-        if things_only and not c.get("isthing", 1):
-            continue
-        name = str(c.get("name") or "").strip()
-        if not name:
-            raise DataError(f"{json_path}: category {c.get('id')} has no 'name' (expected COCO categories: id, name)")
-        cats.append((int(c["id"]), name))
-    background = {cid for cid, name in cats if _norm(name) == BACKGROUND}
-    objects = [(cid, name) for cid, name in cats if cid not in background]
-    if all(_COCO_BY_ID.get(cid) == _norm(name) for cid, name in objects):
-        index = {cid: i + 1 for i, cid in enumerate(COCO_THING_IDS)}
-        mapping = {cid: index[cid] for cid, _ in objects}
-        table = standard_table(str(json_path), dict(mapping))
-    else:
-        order = sorted({_norm(name) for _, name in objects})
-        if len(order) >= IGNORE_INDEX:
-            raise DataError(f"{json_path}: {len(order)} category names, expected fewer than {IGNORE_INDEX} to fit in uint8 masks")
-        by_name = {n: i + 1 for i, n in enumerate(order)}
-        mapping = {cid: by_name[_norm(name)] for cid, name in objects}
-        spelled = {mapping[cid]: name for cid, name in reversed(objects)}  # the first spelling of each name
-        table = ClassTable(scheme="by_name", source=str(json_path), names=spelled, source_ids=dict(mapping))
-    for cid in background:
-        mapping[cid] = 0
-        table.source_ids[cid] = 0
-        table.names[0] = next(name for c, name in cats if c == cid)
-    table.source_ids = dict(sorted(table.source_ids.items()))
-    table.names = dict(sorted(table.names.items()))
-    return mapping, table
-
-
-def max_class(table: ClassTable) -> int:
-    return max((c for c in table.names if c != IGNORE_INDEX), default=0)
 
 
 def _image_records(root: Path, split: str, data: dict, json_path: Path) -> dict[int, tuple[str, Path]]:
