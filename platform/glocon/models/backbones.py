@@ -68,6 +68,32 @@ class Backbone(nn.Module):
         """(mean, std) as (1, 3, 1, 1) tensors, for a model's normalisation buffers."""
         return torch.tensor(self.input_mean).view(1, 3, 1, 1), torch.tensor(self.input_std).view(1, 3, 1, 1)
 
+    def freeze_(self, upto: str, bn_stats: bool = False) -> "Backbone":
+        """In place: the stages up to and including ``upto`` keep their weights (no gradient) and
+        their BatchNorm statistics (eval mode, whatever ``train()`` says), as when only the last
+        blocks of a pretrained network are fine-tuned (Leopart, Ziegler & Asano 2022, fine-tunes
+        the last blocks of DINO's ViT). ``"none"`` freezes nothing. ``bn_stats``: every BatchNorm
+        of the backbone keeps its running statistics (normalises with them in training too) while
+        the weights of the stages after ``upto`` train."""
+        names = list(self.stages)
+        if upto != "none" and upto not in names:
+            raise ValueError(f"freeze: {upto!r} is not a stage of {self.name} (stages: {', '.join(names)}, or none)")
+        self.frozen = [] if upto == "none" else names[: names.index(upto) + 1]
+        self.frozen_bn = bn_stats
+        for name in self.frozen:
+            self.stages[name].requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Backbone":
+        super().train(mode)
+        for name in getattr(self, "frozen", ()):
+            self.stages[name].eval()
+        if getattr(self, "frozen_bn", False):
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
     def forward(self, x: torch.Tensor, upto: str = "layer4") -> dict[str, torch.Tensor]:
         feats: dict[str, torch.Tensor] = {}
         for name, stage in self.stages.items():

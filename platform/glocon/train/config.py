@@ -89,6 +89,10 @@ class PretrainConfig(GloconModel):
     model: PriorArch = PriorArch()
     momentum: float = 0.999  # m of the momentum twin
     bn: Literal["shuffle", "local"] = "shuffle"  # see glocon.train.step for why
+    # backbone stages up to this one keep their init weights and BN statistics (Backbone.freeze_):
+    # continued pretraining from ImageNet weights trains only the last stages and the heads
+    freeze: Literal["none", "stem", "layer1", "layer2", "layer3"] = "none"
+    freeze_bn_stats: bool = False  # every backbone BatchNorm keeps its init running statistics
     amp: bool = True  # CUDA only
     data: DataSection = DataSection()
     views: ViewConfig = ViewConfig()

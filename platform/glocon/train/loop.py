@@ -82,6 +82,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Same seed for the weights on every worker (the twin is copied before DDP broadcasts).
     torch.manual_seed(cfg.seed)
     model = PriorExtractor(cfg.model).to(device)
+    model.backbone.freeze_(cfg.freeze, cfg.freeze_bn_stats)  # before the twin is copied: it keeps the same stages frozen
     twin = momentum_twin(model).to(device)
     dim = cfg.model.proj_dim
     queue_g = KeyQueue(cfg.loss.queue_global, dim, seed=seeds.queue(cfg.seed, "global"), device=device, start=cfg.loss.queue_start)
