@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(PY) jobs/demo.py --config configs/demo.yaml $(if $(DATA),data.root=$(DATA)) $(if $(LAYOUT),data.layout=$(LAYOUT)) $(ARGS)
 
 # strict (pyproject's [[tool.mypy.overrides]]): the plugin API and the pure math it exposes; default: the plugins
-MYPY_STRICT = platform/glocon/plugin_api.py platform/glocon/segmenter.py platform/glocon/ops.py platform/glocon/losses.py platform/glocon/regionmaps.py
+MYPY_STRICT = platform/glocon/plugin_api.py platform/glocon/segmenter.py platform/glocon/ops.py platform/glocon/losses.py platform/glocon/regionmaps.py platform/glocon/fewshot
 MYPY_DEFAULT = plugins/qgnet/glocon_qgnet platform/glocon/builtin_plugins
 
 test: $(STAMP)

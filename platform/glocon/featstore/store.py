@@ -60,7 +60,7 @@ class StoreConfig(GloconModel):
     # None: $GLOCON_STORE, else $XDG_CACHE_HOME/glocon/features (~/.cache/glocon/features)
     root: str | None = None
     # None: $GLOCON_STORE_MAX_GB, else 8; least-recently-used entries go beyond it
-    max_gb: float | None = Field(None, gt=0)
+    max_gb: float | None = Field(default=None, gt=0)
 
 
 def default_root() -> Path:

@@ -140,7 +140,7 @@ class EvalEpisode:
     query_image: np.ndarray  # (H, W, 3) uint8, for figures
     support_images: list[np.ndarray]  # K x (h, w, 3) uint8, for figures
     support_labels: list[np.ndarray]  # K x (h, w) uint8 in {0, 1, 255}
-    query_label: torch.Tensor | None = None  # (S, S) long at the model's input: read only by an oracle diagnostic
+    query_label: torch.Tensor  # (S, S) long at the model's input: read only by an oracle diagnostic
 
 
 def load_eval_episode(source: EpisodeSource, episode: Episode, size: int) -> EvalEpisode:
@@ -179,7 +179,7 @@ def stack_eval(batch: Sequence[EvalEpisode]) -> tuple[torch.Tensor, torch.Tensor
     )
 
 
-class TrainEpisodes(Dataset):
+class TrainEpisodes(Dataset[dict[str, torch.Tensor]]):
     """Map-style dataset over training episode *indices*: item ``i`` is fully determined by
     (seed, i), so DataLoader workers and resumed runs see the same augmented episodes.
 
@@ -206,7 +206,7 @@ class TrainEpisodes(Dataset):
         if self.views is not None:
             from glocon.fewshot.cache import ViewSpec, episode_tensors, view_of
 
-            spec = ViewSpec(self.size, tuple(self.scale), self.views, self.seed)
+            spec = ViewSpec(self.size, (self.scale[0], self.scale[1]), self.views, self.seed)
             return {**episode_tensors(lambda key, v: view_of(self.source.get(key), v, spec), episode, self.seed, index, self.views), "index": torch.tensor(index)}
         rng = np.random.default_rng([self.seed, index])
         q = self.source.get(episode.query)

@@ -78,6 +78,7 @@ def _objects(label: torch.Tensor) -> torch.Tensor:
 def view_of(sample: Sample, view: int, spec: ViewSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """View ``view`` of a sample: (3, S, S) float image and (S, S) long class ids (255 = ignore/pad)."""
     rng = np.random.default_rng([spec.seed, _key_int(sample.key), view])
+    assert sample.mask is not None, f"sample {sample.key!r} has no mask"  # the training pool's samples all have one
     return train_augment(sample.image, sample.mask, spec.size, rng, spec.scale, foreground=_objects)
 
 
@@ -169,10 +170,11 @@ def build_cache(
     n_s = sum(len(classes_of[k]) for k in keys) * spec.views
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    q_arrays: dict[str, np.ndarray] = {}
-    s_arrays: dict[str, np.ndarray] = {}
+    q_arrays: dict[str, np.memmap] = {}
+    s_arrays: dict[str, np.memmap] = {}
     masks = np.lib.format.open_memmap(tmp / "mask.npy", mode="w+", dtype=np.uint8, shape=(n_q, spec.size, spec.size))
-    q_keys, s_keys = [], []
+    q_keys: list[list[str | int]] = []  # [key, view] per query row
+    s_keys: list[list[str | int]] = []  # [key, view, class] per support row
     for key in keys:
         sample = source.get(key)
         # one encoder call per image for all its views (and one for all its (view, class)
@@ -203,7 +205,7 @@ def build_cache(
     return FeatureCache(root)
 
 
-def _put(arrays: dict[str, np.ndarray], prefix: str, folder: Path, feats: Mapping[str, torch.Tensor], row: int, rows: int) -> None:
+def _put(arrays: dict[str, np.memmap], prefix: str, folder: Path, feats: Mapping[str, torch.Tensor], row: int, rows: int) -> None:
     """Rows ``row, row + 1, ...`` of each named array from a batch of features (N, ...)."""
     for name, t in feats.items():
         if name not in arrays:
@@ -215,7 +217,7 @@ def _bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir())
 
 
-class CachedTrainEpisodes(torch.utils.data.Dataset):
+class CachedTrainEpisodes(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
     """Training episodes by index, from the cache (same indices and views as ``TrainEpisodes(views=...)``)."""
 
     def __init__(self, cache: FeatureCache, sampler: Callable[[int], Episode], seed: int, indices: Sequence[int]) -> None:

@@ -38,7 +38,7 @@ class CacheConfig(GloconModel):
     features of a fixed set of augmented views per image are computed once and memory-mapped."""
 
     enabled: bool = True  # used when the plugin's model can split frozen encoders from its head
-    views: int = Field(4, ge=1)  # augmented views (PFENet's scale, flip, crop) drawn once per image
+    views: int = Field(default=4, ge=1)  # augmented views (PFENet's scale, flip, crop) drawn once per image
     dir: str | None = None  # None: <fit.storage_path>/cache
 
 
@@ -49,7 +49,7 @@ class FitConfig(GloconModel):
     seed: int | None = None
     steps: int | None = None  # total optimiser steps per model; or give epochs
     epochs: float | None = None  # passes over the base-class query images (PFENet: 200 on PASCAL)
-    batch_size: int = Field(4, gt=0)  # global, split over workers (PFENet / paper: 4)
+    batch_size: int = Field(default=4, gt=0)  # global, split over workers (PFENet / paper: 4)
     # one model per shot, as PFENet and QGNet train (HSNet trains 1-shot only and tests both)
     shots: list[int] = [1, 5]
     lr: float = 0.0025  # PFENet's base_lr
@@ -58,7 +58,7 @@ class FitConfig(GloconModel):
     weight_decay: float = 1e-4
     power: float = 0.9  # poly decay: lr * (1 - step / steps) ** power
     scale: tuple[float, float] = (0.9, 1.1)  # PFENet's RandScale
-    num_workers: int = Field(1, gt=0)  # Ray Train workers (DDP when > 1)
+    num_workers: int = Field(default=1, gt=0)  # Ray Train workers (DDP when > 1)
     cpus_per_worker: int = 1
     loader_workers: int = 0  # torch DataLoader processes per Ray worker
     storage_path: str = "runs/fewshot"
@@ -69,15 +69,15 @@ class FitConfig(GloconModel):
     # Base-val (glocon.fewshot.baseval): images of the FIT split held out from training, scored on
     # base classes every eval_every steps; fit keeps the best weights and stops after `patience`
     # evaluations without a gain (None: runs to `steps`, the cap). Novel classes are never read.
-    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # 0: no base-val (the last weights are kept)
-    eval_every: int = Field(100, ge=1)  # steps between base-val evaluations
-    patience: int | None = Field(None, ge=1)
-    val_episodes: int = Field(100, ge=1)  # base-val episodes scored at every evaluation
+    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)  # 0: no base-val (the last weights are kept)
+    eval_every: int = Field(default=100, ge=1)  # steps between base-val evaluations
+    patience: int | None = Field(default=None, ge=1)
+    val_episodes: int = Field(default=100, ge=1)  # base-val episodes scored at every evaluation
     # Fit images that hold a novel class: "drop" (glocon: novel classes are never seen before the
     # final eval) or "background" (PFENet's training list: kept, the novel pixels labelled
     # background). Base-val draws from novel-free images either way.
     novel_images: Literal["drop", "background"] = "drop"
-    train_eval_episodes: int = Field(50, ge=0)  # base-train episodes scored beside them (the curve's memorising side)
+    train_eval_episodes: int = Field(default=50, ge=0)  # base-train episodes scored beside them (the curve's memorising side)
     fault: FaultSection = FaultSection()  # drills: SIGKILL a worker once at a step (glocon.train.faults)
     cache: CacheConfig = CacheConfig()
 
@@ -108,8 +108,8 @@ class EvalConfig(GloconModel):
     # BAM and HDMNet report the mean over 5 / 10 seeds of 1000 episodes: an int n means seeds
     # seed, seed + 1, ..., seed + n - 1 (one episode file each); or give the list
     seeds: int | list[int] = 5
-    bootstrap: int = Field(2000, ge=0)  # resamples for the 95% CI (0: none)
-    batch_size: int = Field(1, gt=0)
+    bootstrap: int = Field(default=2000, ge=0)  # resamples for the 95% CI (0: none)
+    batch_size: int = Field(default=1, gt=0)
     # encode each image once per evaluation (a model with frozen encoders: glocon.fewshot.encoded);
     # false runs the encoders on every episode, as a check that both give the same scores
     encode_once: bool = True
@@ -134,7 +134,7 @@ class FewShotConfig(GloconModel):
     model: dict[str, Any] = Field(default_factory=dict)  # validated by the plugin's config_model
     prior: str | None = None  # prior extractor export (pretraining output)
     data: FewShotData = FewShotData()
-    image_size: int = Field(473, gt=0)  # PFENet / paper; the CPU demo uses less
+    image_size: int = Field(default=473, gt=0)  # PFENet / paper; the CPU demo uses less
     seed: int = DEFAULT_SEED
     episodes_dir: str = "runs/fewshot/episodes"  # shared by every model, so all compare on the same episodes
     device: Literal["auto", "cpu", "cuda"] = "auto"

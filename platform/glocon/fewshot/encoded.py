@@ -48,7 +48,7 @@ class EncodedEval:
             self.encoders = StoredEncoders(self.store, model)
 
     @torch.inference_mode()
-    def encode(self, model: torch.nn.Module, batch: Sequence[Any], device: torch.device) -> tuple[dict, dict, tuple[int, int]]:
+    def encode(self, model: torch.nn.Module, batch: Sequence[Any], device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], tuple[int, int]]:
         """``batch`` of ``EvalEpisode`` -> (query features (B, ...), support features (B, K, ...),
         output size): what ``forward(encoded=...)`` takes."""
         todo_q: dict[str, torch.Tensor] = {}

@@ -66,11 +66,11 @@ class EpisodeSet:
 
 
 # -- files -----------------------------------------------------------------------------------
-def episode_file(directory: str | os.PathLike, benchmark: str, fold: int, mode: str, shots: int, seed: int, n: int) -> Path:
+def episode_file(directory: str | os.PathLike[str], benchmark: str, fold: int, mode: str, shots: int, seed: int, n: int) -> Path:
     return Path(directory) / f"{benchmark}-fold{fold}-{mode}-{shots}shot-seed{seed}-n{n}.json"
 
 
-def save_episodes(es: EpisodeSet, path: str | os.PathLike) -> Path:
+def save_episodes(es: EpisodeSet, path: str | os.PathLike[str]) -> Path:
     """One JSON file: the header, then one episode per line (diff-able, greppable)."""
     lines = ["{", f'  "header": {json.dumps(es.header(), sort_keys=True)},', '  "episodes": [']
     body = [f"    {json.dumps(e.to_json(), sort_keys=True)}" for e in es.episodes]
@@ -79,7 +79,7 @@ def save_episodes(es: EpisodeSet, path: str | os.PathLike) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def load_episodes(path: str | os.PathLike) -> EpisodeSet:
+def load_episodes(path: str | os.PathLike[str]) -> EpisodeSet:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"episode file not found: {p}")
@@ -112,7 +112,7 @@ def load_episodes(path: str | os.PathLike) -> EpisodeSet:
 
 def validate_episodes(
     es: EpisodeSet,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     expect: Mapping[str, Any],
     class_index: Mapping[int, Sequence[str]] | None = None,

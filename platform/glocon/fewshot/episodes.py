@@ -217,7 +217,7 @@ def build_episodes(
 
 def episodes_for(
     source: EpisodeSource,
-    directory: str | os.PathLike,
+    directory: str | os.PathLike[str],
     *,
     benchmark: str,
     fold: int,
@@ -239,15 +239,19 @@ def episodes_for(
     # parameters, the fold's class split (a changed novel_classes must not reuse old episodes) and
     # the shards they come from (when the source can say, e.g. shard manifests)
     header = {"benchmark": benchmark, "fold": fold, "mode": mode, "shots": shots, "seed": seed, "n_episodes": n_episodes}
-    digest = getattr(source, "digest", None)
-    provenance = {"novel": sorted(int(c) for c in novel), "base": sorted(int(c) for c in base), "shards_sha256": digest() if callable(digest) else ""}
+    digest = getattr(source, "digest", None)  # optional: ``digest() -> str`` (``EpisodeSource``)
+    shards_sha256: str = digest() if callable(digest) else ""
+    provenance = {"novel": sorted(int(c) for c in novel), "base": sorted(int(c) for c in base), "shards_sha256": shards_sha256}
     if path.is_file():
         es = load_episodes(path)
         validate_episodes(
             es, path, expect={**header, **provenance}, class_index=source.class_index, forbidden_classes=exclude, image_classes=img_cls
         )
         return es, path, True
-    es = build_episodes(source.class_index, **header, base=base, novel=novel, image_classes=img_cls, shards_sha256=provenance["shards_sha256"])
+    es = build_episodes(
+        source.class_index, benchmark=benchmark, fold=fold, mode=mode, shots=shots, seed=seed, n_episodes=n_episodes,
+        base=base, novel=novel, image_classes=img_cls, shards_sha256=shards_sha256,
+    )  # fmt: skip
     save_episodes(es, path)
     return es, path, False
 

@@ -71,12 +71,12 @@ def evaluate_episodes(
     logits_sha, preds_sha = hashlib.sha256(), hashlib.sha256()
     for start in range(0, len(es.episodes), batch_size):
         batch = [load_eval_episode(source, e, image_size) for e in es.episodes[start : start + batch_size]]
-        q, s, m = stack_eval(batch) if features is None else (None, None, None)
         # only an oracle diagnostic (a model that says it wants it) ever sees the query's label
         extra = {"query_label": torch.stack([e.query_label for e in batch]).to(device)} if getattr(model, "wants_query_label", False) else {}
         if features is not None:
             out = model(encoded=features.encode(model, batch, device), **extra)
         else:
+            q, s, m = stack_eval(batch)
             out = model(q.to(device), s.to(device), m.to(device), **extra)
         logits = out["logits"].float().cpu().contiguous()
         logits_sha.update(logits.numpy().tobytes())
@@ -263,7 +263,7 @@ def fold_means(results: Mapping[str, Any], counts: Mapping[str, Any], reps: int,
     for k in results["shots"]:
         per_fold = [results["folds"][f][str(k)] for f in results["folds"]]
         seed_means = [_mean([r["seed_miou"][str(s)] for r in per_fold]) for s in results["seeds"]]
-        m = {"miou": _mean([r["miou"] for r in per_fold]), "fb_iou": _mean([r["fb_iou"] for r in per_fold])}
+        m: dict[str, float | list[float]] = {"miou": _mean([r["miou"] for r in per_fold]), "fb_iou": _mean([r["fb_iou"] for r in per_fold])}
         m["miou_std"] = float(torch.tensor(seed_means).std().item()) if len(seed_means) > 1 else 0.0
         if reps:
             m["miou_ci"] = list(stats.interval(stats.mean_over_groups(tables_of(results, counts, k), reps, seed)[1]))

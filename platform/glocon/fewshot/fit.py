@@ -33,7 +33,7 @@ from glocon.fewshot.config import FewShotConfig
 from glocon.fewshot.episodes import TrainEpisodeSampler, source_image_classes
 from glocon.fewshot.sources import build, fold_split, folds_of, open_source, resolve_paths
 from glocon.fewshot.state import (
-    STATE_FORMAT, checkpoint_folder, load_fit_state, load_trainable_state, model_path, run_dir, run_name, save_model_file, trainable_state, unwrap,
+    STATE_FORMAT, as_segmenter, checkpoint_folder, load_fit_state, load_trainable_state, model_path, run_dir, run_name, save_model_file, trainable_state, unwrap,
 )  # fmt: skip
 from glocon.io import atomic_write_json, sha256_file
 from glocon.raycluster import train_logging
@@ -60,7 +60,7 @@ def total_steps(cfg: FewShotConfig, sampler: TrainEpisodeSampler) -> int:
 
 def make_optimizer(model: torch.nn.Module, cfg: FewShotConfig, steps: int) -> tuple[torch.optim.Optimizer, LRScheduler]:
     """SGD over the trainable (new) layers at ``fit.lr x fit.lr_scale`` (PFENet's effective rate), poly decay."""
-    params = list(unwrap(model).trainable_parameters())
+    params = list(as_segmenter(unwrap(model)).trainable_parameters())
     if not params:
         raise ConfigError("fit: the model has no trainable parameters (a training-free plugin needs no fit)")
     group = {"params": params, "lr": cfg.fit.effective_lr, "name": "new layers", "lr_scale": cfg.fit.lr_scale}
@@ -74,8 +74,10 @@ def forward_batch(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], dev
     """One training batch through the model: from images, or from cached frozen features."""
     if any(k.startswith("q.") for k in batch):
         q, s = fcache.split_batch(batch, device)
-        return model(encoded=(q, s, tuple(batch["target"].shape[-2:])), **_oracle(model, batch, device))
-    return model(batch["query"].to(device), batch["support_images"].to(device), batch["support_masks"].to(device), **_oracle(model, batch, device))
+        out: dict[str, Any] = model(encoded=(q, s, tuple(batch["target"].shape[-2:])), **_oracle(model, batch, device))
+        return out
+    out = model(batch["query"].to(device), batch["support_images"].to(device), batch["support_masks"].to(device), **_oracle(model, batch, device))
+    return out
 
 
 def _oracle(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -108,7 +110,7 @@ def train_steps(
         out = forward_batch(model, batch, device)
         loss, parts = loss_fn(out, batch["target"].to(device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward has no annotations
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
@@ -245,7 +247,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             maybe_die(cfg.fit.fault, s, rank)
         return stop
 
-    train_steps(net, unwrap(net).loss, optimizer, scheduler, dataset, batch_size=per_worker, start_step=step, device=device, loader_workers=cfg.fit.loader_workers, on_step=on_step)
+    train_steps(net, as_segmenter(unwrap(net)).loss, optimizer, scheduler, dataset, batch_size=per_worker, start_step=step, device=device, loader_workers=cfg.fit.loader_workers, on_step=on_step)
     if actor is not None and rank == 0:
         actor.push.remote({"event": "done", "step": steps})
 
@@ -273,11 +275,11 @@ def prepare_cache(plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, source: 
         return None
     src = CachedSource(open_source(cfg, source))
     sampler = train_sampler(cfg, src, fold, min(cfg.fit.shots))  # the fewest shots: the largest pool, a superset of the others
-    spec = fcache.ViewSpec(cfg.image_size, tuple(cfg.fit.scale), cfg.fit.cache.views, cfg.seed)
+    spec = fcache.ViewSpec(cfg.image_size, (cfg.fit.scale[0], cfg.fit.scale[1]), cfg.fit.cache.views, cfg.seed)
     key = fcache.digest({
         "shards": _source_digest(cfg, source), "plugin": plugin.name, "prior": sha256_file(cfg.prior) if cfg.prior else None,
         # what the frozen encoders depend on, when the model can say (rows differing only in the head share a cache)
-        "model": model.encoder_key() if hasattr(model, "encoder_key") else cfg.model,
+        "model": getattr(model, "encoder_key")() if hasattr(model, "encoder_key") else cfg.model,
         "spec": spec.__dict__, "pool": sampler.full_pool, "format": fcache.FORMAT,
     })  # fmt: skip
     root = Path(cfg.fit.cache.dir or Path(cfg.fit.storage_path) / "cache") / f"fold{fold}-{key}"
@@ -327,7 +329,7 @@ def _fit_one(plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, shots: int, s
 
     storage = str(Path(cfg.fit.storage_path).resolve()) if "://" not in cfg.fit.storage_path else cfg.fit.storage_path
     save_resolved(cfg, run_dir(cfg, fold, shots))
-    actor = MetricsActor.remote()
+    actor = MetricsActor.remote()  # type: ignore[attr-defined]  # @ray.remote adds .remote at run time; mypy sees the plain class
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -340,7 +342,7 @@ def _fit_one(plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, shots: int, s
             storage_path=storage,
             failure_config=FailureConfig(max_failures=cfg.fit.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            logging_config=train_logging(),
+            logging_config=train_logging(),  # type: ignore[call-arg]  # ray.train's RunConfig is Train V2's at run time; mypy reads ray.air's
         ),
     )
     history: list[dict[str, Any]] = []
@@ -363,8 +365,8 @@ def _fit_one(plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, shots: int, s
         result = trainer.fit()
     tb.close()
     ray.kill(actor)
-    if getattr(result, "error", None) is not None:
-        raise result.error
+    if (error := getattr(result, "error", None)) is not None:
+        raise error
     # The newest checkpoint that loads; a finished run whose last checkpoint was damaged after
     # the fact is then reported incomplete (rerun to finish it), never read as valid.
     folder_of_run = run_dir(cfg, fold, shots)
@@ -378,7 +380,7 @@ def _fit_one(plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, shots: int, s
     out = model_path(cfg, fold, shots)
     # the weights base-val scored best (the last ones when there is no base-val)
     kept = monitor.best_state if monitor.best_state is not None else state["model"]
-    fit_info = {
+    fit_info: dict[str, Any] = {  # a JSON record (curve.json, model.pt's info) of mixed values
         "best_step": monitor.best_step if monitor.best_state is not None else step, "best_base_val_miou": monitor.best_score if monitor.curve else None,
         "stopped_early": monitor.stopped, "curve": monitor.curve,
     }  # fmt: skip

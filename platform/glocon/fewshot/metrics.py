@@ -137,7 +137,7 @@ def region_recall_counts(
     Returns (hits (T,) float64, gt_pixels).
     """
     gt = _labels(gt)
-    v = _map_to(region_map, tuple(gt.shape[-2:]))
+    v = _map_to(region_map, (gt.shape[-2], gt.shape[-1]))
     obj = gt == 1
     n_gt = float(obj.sum())
     hits = torch.tensor([float(((v > a) & obj).sum()) for a in thresholds], dtype=torch.float64)
@@ -158,7 +158,7 @@ def region_recall(
 def region_map_sums(region_map: torch.Tensor, gt: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[float, float, float, float]:
     """(Σ map on object, #object px, Σ map on background, #background px); 255 pixels excluded."""
     gt = _labels(gt)
-    v = _map_to(region_map, tuple(gt.shape[-2:])).double()
+    v = _map_to(region_map, (gt.shape[-2], gt.shape[-1])).double()
     obj = gt == 1
     bg = gt == 0
     return float(v[obj].sum()), float(obj.sum()), float(v[bg].sum()), float(bg.sum())

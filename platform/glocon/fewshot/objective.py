@@ -16,6 +16,7 @@ from glocon.fewshot.episodes import episodes_for
 from glocon.fewshot.evaluate import evaluate_episodes
 from glocon.fewshot.fit import make_optimizer, train_sampler, train_steps, worker_indices
 from glocon.fewshot.sources import build, fold_split, folds_of, open_source, resolve_device
+from glocon.fewshot.state import as_segmenter
 
 if TYPE_CHECKING:  # annotations only
     from glocon.fewshot.episodes import EpisodeSource
@@ -47,7 +48,7 @@ def objective(
         steps = cfg.objective.fit_steps
         optimizer, scheduler = make_optimizer(model, cfg, steps)
         dataset = TrainEpisodes(src, sampler, cfg.image_size, cfg.fit_seed, worker_indices(0, steps, cfg.fit.batch_size, 0, cfg.fit.batch_size), cfg.fit.scale)
-        train_steps(model, model.loss, optimizer, scheduler, dataset, batch_size=cfg.fit.batch_size, start_step=0, device=device)
+        train_steps(model, as_segmenter(model).loss, optimizer, scheduler, dataset, batch_size=cfg.fit.batch_size, start_step=0, device=device)
     if features is None and cfg.eval.encode_once:
         features = EncodedEval(open_store(cfg.store))
     if features is not None and features.applies(model):
@@ -56,4 +57,5 @@ def objective(
         features = None
     torch.manual_seed(cfg.seed)
     r, _ = evaluate_episodes(model, src, es, image_size=cfg.image_size, batch_size=cfg.eval.batch_size, device=device, features=features)
-    return 100.0 * r["miou"]
+    miou: float = r["miou"]
+    return 100.0 * miou

@@ -97,7 +97,8 @@ def _fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return mask
     rows = (np.arange(shape[0]) * mask.shape[0] // max(1, shape[0])).clip(0, mask.shape[0] - 1)
     cols = (np.arange(shape[1]) * mask.shape[1] // max(1, shape[1])).clip(0, mask.shape[1] - 1)
-    return mask[rows[:, None], cols[None, :]]
+    resized: np.ndarray = mask[rows[:, None], cols[None, :]]
+    return resized
 
 
 def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
@@ -106,7 +107,8 @@ def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
     for _ in range(max(1, width)):
         padded = np.pad(inner, 1, constant_values=False)
         inner = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return np.asarray(mask, dtype=bool) & ~inner
+    edge: np.ndarray = np.asarray(mask, dtype=bool) & ~inner
+    return edge
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 0, 0), alpha: float = 0.5) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 import torch
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # annotations only
     from ray.train import Result
 
     from glocon.fewshot.plugin_protocol import FewShotPlugin
+    from glocon.segmenter import Segmenter
 
 MODEL_FORMAT = "glocon.fewshot_model/v1"
 STATE_FORMAT = "glocon.fewshot_state/v1"
@@ -27,11 +28,17 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
+def as_segmenter(model: torch.nn.Module) -> Segmenter:
+    """``model`` as the ``Segmenter`` it is (nothing is checked or changed): ``Plugin.build_model``
+    returns one typed as ``nn.Module``, whose ``__getattr__`` hides ``loss`` and the rest."""
+    return cast("Segmenter", model)
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The part of the state a fit changes: every trainable parameter, plus the buffers (BatchNorm
     statistics) of the modules that own one. Frozen backbones and the prior stay out."""
     model = unwrap(model)
-    ids = {id(p) for p in model.trainable_parameters()}
+    ids = {id(p) for p in as_segmenter(model).trainable_parameters()}
     owners: set[str] = set()
     keep: set[str] = set()
     for name, p in model.named_parameters():

@@ -49,12 +49,14 @@ class EpisodeTable:
         inter = w @ (onehot * self.inter[:, 1:2])  # (R, C)
         union = w @ (onehot * self.union[:, 1:2])
         iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        return iou.mean(axis=1)
+        out: np.ndarray = iou.mean(axis=1)
+        return out
 
     def weights_fb_iou(self, w: np.ndarray) -> np.ndarray:
         inter, union = w @ self.inter, w @ self.union  # (R, 2)
         iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        return iou.mean(axis=1)
+        out: np.ndarray = iou.mean(axis=1)
+        return out
 
     def miou(self) -> float:
         return float(self.weights_miou(np.ones((1, len(self.cls))))[0])
@@ -96,9 +98,11 @@ def _resample_fits(per_fit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     mean over the one fit when there is one)."""
     n, reps = per_fit.shape
     if n == 1:
-        return per_fit[0]
+        first: np.ndarray = per_fit[0]
+        return first
     pick = rng.integers(0, n, size=(reps, n))
-    return per_fit[pick, np.arange(reps)[:, None]].mean(axis=1)
+    out: np.ndarray = per_fit[pick, np.arange(reps)[:, None]].mean(axis=1)
+    return out
 
 
 def interval(boot: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -30,7 +30,7 @@ class ResizeInfo:
 def binary_label(mask: np.ndarray, cls: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """(H, W) class ids -> (H, W) uint8: 1 on ``cls``, 255 where ignored, 0 elsewhere (PFENet's
     ``SemData.__getitem__``: every other class, base or novel, is background)."""
-    out = (mask == cls).astype(np.uint8)
+    out: np.ndarray = (mask == cls).astype(np.uint8)
     out[mask == ignore_index] = ignore_index
     return out
 
@@ -151,7 +151,7 @@ def train_augment(
     H, W = lab.shape
     fg = is_fg(lab)
     fg_total = int(fg.sum())
-    best = None
+    best: tuple[int, int, int] | None = None  # (fg pixels kept, y, x) of the best crop so far
     for _ in range(max(1, crop_tries)):
         y = int(rng.integers(0, H - size + 1))
         x = int(rng.integers(0, W - size + 1))
@@ -160,5 +160,6 @@ def train_augment(
             best = (kept, y, x)
         if kept >= 0.85 * fg_total:
             break
+    assert best is not None  # the loop above runs at least once
     _, y, x = best
     return img[:, y : y + size, x : x + size].contiguous(), lab[y : y + size, x : x + size].contiguous()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 from glocon.config import load_config
 from glocon.fewshot.config import FewShotConfig
@@ -64,7 +64,7 @@ def resolve_row(plugin: Plugin, cfg: FewShotConfig, variant: Variant, source: Ep
 
 def variant_config(
     config: str | Path, row: str, variant: Variant, *, priors: dict[str, str], fit_shards: str | Path, eval_shards: str | Path | None,
-    folds: list[int], episodes_dir: str | Path, storage: str | Path, eval_root: str | Path, extra: list[str] = (),
+    folds: list[int], episodes_dir: str | Path, storage: str | Path, eval_root: str | Path, extra: Sequence[str] = (),
 ) -> FewShotConfig:  # fmt: skip
     """The few-shot config of one row. The YAML's ``model`` section belongs to the plugin its
     ``plugin`` key names; any other plugin's row starts from an empty one."""
