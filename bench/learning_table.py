@@ -9,8 +9,9 @@ Each pretraining run is the pretraining job's own code (``run_pretraining``, Ray
 on the train split only (inductive), with the recipe config and the same number of optimiser steps
 for every row (``--steps``). The probe scores every prior on the val split (embedded: the val split;
 COCO128: val2017), memory and linear probe from the train split, over ``--seeds``; the untrained
-row's weights are re-drawn for every seed. ``--pretrain-seeds`` repeats the from-scratch
-global + local run with other pretraining seeds, for the spread that pretraining itself adds.
+row's weights are re-drawn for every seed. ``--pretrain-seeds 1 2`` repeats every row with those
+pretraining seeds too (the recipe's own seed is the first run) and prints each row's mean ± std
+over pretraining seeds: the spread that pretraining itself adds.
 """
 
 from __future__ import annotations
@@ -79,6 +80,26 @@ def pretrain(config: Path, train: Path, out: Path, name: str, steps: int, overri
     return str(result.export_path), summary, minutes
 
 
+FIGURES = (("retrieval_miou", 100, 1), ("linear_miou", 100, 1), ("purity", 100, 1), ("prior_map_auroc", 1, 3))
+
+
+def seed_table(res: dict, replicas: dict[str, list[str]]) -> str:
+    """Each row as mean ± sample std over its pretraining seeds (each seed's value being the probe's
+    mean over probe seeds), then the seeds' values."""
+    import numpy as np
+
+    lines = [f"Over pretraining seeds ({max(len(v) for v in replicas.values())} runs per row):", "",
+             "| row | retrieval mIoU | linear-probe mIoU | balanced purity@k | prior-map AUROC |", "|---|---|---|---|---|"]  # fmt: skip
+    for row, labels in replicas.items():
+        cells = []
+        for key, scale, digits in FIGURES:
+            v = np.array([scale * res["priors"][lab][key]["mean"] for lab in labels if res["priors"][lab].get(key)])
+            sd = f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else ""
+            cells.append(f"{v.mean():.{digits}f}{sd} ({', '.join(f'{x:.{digits}f}' for x in v)})" if len(v) else "-")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", choices=["embedded", "coco128"], default="embedded")
@@ -106,25 +127,30 @@ def main(argv: list[str] | None = None) -> int:
         train, val = make_shards(args.data, out)
     priors: dict[str, str] = {}
     summaries: dict[str, dict] = {}
+    replicas: dict[str, list[str]] = {}  # a row -> its labels over pretraining seeds (the config's seed first)
     for init in args.inits:
         for loss, ov in LOSSES if init == "scratch" or args.imagenet_losses == "all" else LOSSES[-1:]:
             name = f"{init}-{loss.replace(' + ', '-').replace(' ', '-')}"
-            export, summaries[f"{init}: {loss}"], _ = pretrain(configs[init], train, out, name, args.steps, ov)
-            priors[f"{init}: {loss}"] = export
+            row = f"{init}: {loss}"
+            export, summaries[row], _ = pretrain(configs[init], train, out, name, args.steps, ov)
+            priors[row], replicas[row] = export, [row]
+            for seed in args.pretrain_seeds:  # the same row from other pretraining seeds: the spread pretraining adds
+                label = f"{row}, pretraining seed {seed}"
+                export, summaries[label], _ = pretrain(configs[init], train, out, f"{name}-seed{seed}", args.steps, [*ov, f"seed={seed}"])
+                priors[label] = export
+                replicas[row].append(label)
         first = priors[f"{init}: global + local"]
         priors[f"{init}: untrained" if init == "scratch" else "ImageNet: Lite0's ImageNet features (no pretraining here)"] = f"random:{first}" if init == "scratch" else f"init:{first}"
     if args.ablations:  # what the recipe's two departures from MoCo v2 are worth, measured at the same steps
         for label, ov in ABLATIONS:
             export, summaries[f"scratch: global + local, {label}"], _ = pretrain(configs["scratch"], train, out, "scratch-" + label.split()[0], args.steps, ov)
             priors[f"scratch: global + local, {label}"] = export
-    for seed in args.pretrain_seeds:
-        name = f"scratch-global-local-seed{seed}"
-        export, summaries[f"scratch: global + local, pretraining seed {seed}"], _ = pretrain(configs["scratch"], train, out, name, args.steps, [f"seed={seed}"])
-        priors[f"scratch: global + local, pretraining seed {seed}"] = export
     probe = ProbeConfig(priors=priors, train_shards=str(train), val_shards=str(val), seeds=args.seeds, out=str(out / "probe"))
-    run_probe(probe)
+    res = run_probe(probe)
     (out / "pretrain-summaries.json").write_text(json.dumps(summaries, indent=1))
     print((out / "probe" / "results.md").read_text())
+    if args.pretrain_seeds:
+        print(seed_table(res, replicas))
     print("| run | L_global / chance | L_local / chance | patches per image | minutes |\n|---|---|---|---|---|")
     for name, s in summaries.items():
         fmt = lambda k: f"{s[k]:.3f}" if k in s else "-"  # noqa: E731
