@@ -35,7 +35,7 @@ import numpy as np
 
 from glocon.data.layouts import LayoutConfig, open_layout
 from glocon.data import verify
-from glocon.data.readers import stream_samples
+from glocon.data.shardset import ShardSet
 from glocon.data.shardplan import ShardsConfig
 from glocon.data.shards import make_shards_from_records
 from glocon.data.shardtask import resized_size
@@ -109,10 +109,10 @@ def folder_slic_ips(records, cfg: ShardsConfig, n: int) -> float:
 
 def stream_ips(shard_dir: Path, repeats: int) -> float:
     """Streaming decoded samples (image, mask, SLIC, FH) from the shards."""
-    next(iter(stream_samples(shard_dir)))  # warm: the first pass imports torch (webdataset's rank lookup)
+    next(iter(ShardSet.open(shard_dir).stream()))  # warm: the first pass imports torch (webdataset's rank lookup)
     n, t = 0, time.perf_counter()
     for _ in range(repeats):
-        for sample in stream_samples(shard_dir):
+        for sample in ShardSet.open(shard_dir).stream():
             n += 1  # decoded: image, mask, SLIC and FH arrays
     ips = n / (time.perf_counter() - t)
     print(f"read   stream from shards (decoded): {ips:.2f} img/s ({n} samples)", flush=True)
@@ -124,7 +124,7 @@ def epoch_seconds(shard_dir: Path, verified: bool) -> tuple[float, int]:
     if verified:
         verify.clear_cache()
     t, n = time.perf_counter(), 0
-    for _ in stream_samples(shard_dir, verify=verified):
+    for _ in ShardSet.open(shard_dir).stream(verify=verified):
         n += 1
     return time.perf_counter() - t, n
 

@@ -18,10 +18,10 @@ from glocon.bank.config import BankConfig, IndexConfig, QueryConfig, StatsConfig
 from glocon.bank.index import build_index, choose_factory, read_index, recall_at_k, search
 from glocon.bank.query import Patch, embed_region, load_bank_prior, query_bank
 from glocon.bank.render import BACKGROUND, CAPTION, HIT_OUTLINE, QUERY_OUTLINE, sheet_size
-from glocon.bank.shardio import find_sample, iter_shard, shard_urls
 from glocon.bank.stats import bank_stats
 from glocon.bank.store import INDEX, open_bank
 from glocon.bank.synthetic import clustered_vectors
+from glocon.data.shardset import ShardSet
 from glocon.errors import DataError
 from glocon.io import sha256_file
 from glocon.models.prior import PriorArch, PriorExtractor, save_export
@@ -67,7 +67,7 @@ def bank_dir(coco128, shards, prior, work) -> Path:
 
 
 def test_build_pools_one_unit_vector_per_superpixel_and_records_the_manifest(bank_dir, shards, prior):
-    samples = [s for u in shard_urls(str(shards)) for s in iter_shard(u)]
+    samples = list(ShardSet.open(str(shards)).stream(split_by_node=False, split_by_worker=False))
     expected = sum(int(s.slic.max()) + 1 for s in samples)
     bank = open_bank(bank_dir)
     assert bank.count == expected == bank.index.ntotal == len(bank.vectors)
@@ -101,7 +101,7 @@ def test_provenance_round_trips_to_exactly_the_pooled_pixels(bank_dir):
     for vid in (0, 17, bank.count // 2, bank.count - 1):
         row = bank.table.slice(vid, 1).to_pylist()[0]
         assert row["id"] == vid
-        sample = find_sample(row["shard"], row["key"])
+        sample = ShardSet.open(row["shard"]).get(row["key"])
         region = sample.slic == row["superpixel"]
         ys, xs = np.nonzero(region)
         assert (row["x0"], row["y0"], row["x1"], row["y1"]) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)

@@ -381,14 +381,14 @@ def test_fit_cache_arrays_are_the_same_with_and_without_the_store_and_another_fo
 def test_bank_vectors_are_the_same_with_and_without_the_store(tmp_path, coco128):
     from bank_shards import write_shards
     from glocon.bank.build import ShardEmbedder
-    from glocon.bank.shardio import shard_urls
+    from glocon.data.shardset import ShardSet
     from glocon.models.prior import save_export
 
     write_shards(coco128, tmp_path / "shards", n_images=3, per_shard=3, size=64)
     torch.manual_seed(0)
     prior = tmp_path / "prior.pt"
     save_export(PriorExtractor(PriorArch(backbone="resnet18", proj_dim=8)), prior)
-    url = shard_urls(str(tmp_path / "shards"))[0]
+    url = ShardSet.open(tmp_path / "shards").urls[0]
     base = dict(prior=str(prior), shards=str(tmp_path / "shards"), workers=0, input_size=64, global_embedding=True)
     off = ShardEmbedder(str(prior), {**base, "store": {"enabled": False}}).embed_shard(url)
     on = ShardEmbedder(str(prior), {**base, "store": {"root": str(tmp_path / "s")}})

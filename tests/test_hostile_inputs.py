@@ -30,6 +30,7 @@ from glocon.config import load_config
 from glocon.data.imageio import load_record, load_rgb
 from glocon.data.layouts import LayoutConfig, open_layout
 from glocon.data.readers import stream_samples
+from glocon.data.shardset import ShardSet
 from glocon.data.shardindex import ShardIndex, scan_tar
 from glocon.data.schema import Sample, encode_sample
 from glocon.data.manifest import Manifest
@@ -307,7 +308,7 @@ def test_folder_whose_every_image_is_unreadable_fails_the_job_with_a_summary_nam
     for name in ("truncated.jpg", "zero.jpg", "text.png", "bomb.png"):
         assert str(folder / name) in err, err
     with pytest.raises(DataError, match=rf"shard manifest {re.escape(str(tmp_path / 'out' / 'manifest.json'))} lists no samples"):
-        stream_samples(tmp_path / "out")
+        ShardSet.open(tmp_path / "out").stream()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +339,7 @@ def test_truncated_tar_is_refused_naming_the_shard(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=rf"shard {re.escape(str(path))}: truncated"):
-        list(stream_samples(manifest.root))
+        list(ShardSet.open(manifest.root).stream())
     with pytest.raises(DataError, match=rf"shard {re.escape(str(path))}: truncated tar"):
         scan_tar(path)
 
@@ -383,7 +384,7 @@ def test_shard_with_bytes_flipped_inside_a_member_at_the_same_size_is_refused_by
     with pytest.raises(DataError, match=message):
         ShardIndex(manifest.root).get(key)  # what few-shot reads through
     with pytest.raises(DataError, match=message):
-        next(iter(stream_samples(manifest.root)))  # what pretraining streams: refused before the tar is opened
+        next(iter(ShardSet.open(manifest.root).stream()))  # what pretraining streams: refused before the tar is opened
 
 
 def test_episode_file_naming_a_key_not_in_the_shards_is_refused_naming_file_episode_and_key(tmp_path):

@@ -74,14 +74,14 @@ def test_pretraining_config_puts_every_path_under_the_submit_dir(in_ray_job_copy
 
 
 def test_bank_shard_specs_resolve_against_the_submit_dir(in_ray_job_copy, tmp_path, monkeypatch):
-    from glocon.bank.shardio import shard_urls
+    from glocon.data.shardset import ShardSet
 
     home = tmp_path / "checkout"
     (home / "runs" / "s").mkdir(parents=True)
     for name in ("a.tar", "b.tar"):
         (home / "runs" / "s" / name).write_bytes(b"\0" * 1024)
     with pytest.raises(ConfigError, match=r"^shards=runs/s/\*\.tar is relative"):
-        shard_urls("runs/s/*.tar")  # inside Ray's copy, with no submit dir: refused, not globbed in the copy
+        ShardSet.open("runs/s/*.tar")  # inside Ray's copy, with no submit dir: refused, not globbed in the copy
     monkeypatch.setenv(SUBMIT_DIR_ENV, str(home))
     want = [str(home / "runs" / "s" / n) for n in ("a.tar", "b.tar")]
-    assert shard_urls("runs/s/*.tar") == want == shard_urls("runs/s/a.tar,runs/s/b.tar")
+    assert list(ShardSet.open("runs/s/*.tar").urls) == want == list(ShardSet.open("runs/s/a.tar,runs/s/b.tar").urls)

@@ -16,7 +16,7 @@ import pytest
 
 from glocon.config import load_config
 from glocon.data.schema import Sample
-from glocon.preflight import PreflightError, check_fewshot, check_pretrain, shard_set
+from glocon.preflight import PreflightError, check_fewshot, check_pretrain, check_shards
 from glocon.train.config import PretrainConfig
 
 REPO = Path(__file__).resolve().parents[1]  # not from conftest: plugins/qgnet/tests has a conftest module too
@@ -74,11 +74,11 @@ def test_shards_that_do_not_match_their_manifest_are_named_before_ray_starts(tmp
     with open(folder / "shard-000002.tar", "ab") as fh:
         fh.write(b"\0" * 512)
     with pytest.raises(PreflightError, match=r"shard .*shard-000002\.tar is \d+ bytes, .*manifest\.json says \d+"):
-        shard_set(str(folder), "data.shards")
+        check_shards(str(folder), "data.shards")
     with pytest.raises(PreflightError, match=r"^data\.shards=.*nowhere: no such shard folder or manifest \(make it with jobs/make_shards\.py"):
-        shard_set(str(tmp_path / "nowhere"), "data.shards")
+        check_shards(str(tmp_path / "nowhere"), "data.shards")
     with pytest.raises(PreflightError, match=r"^data\.shards is empty"):
-        shard_set("", "data.shards")
+        check_shards("", "data.shards")
 
 
 def test_a_shard_changed_in_place_at_the_same_size_is_named_before_ray_starts(tmp_path):
@@ -160,3 +160,13 @@ def test_sweep_resolves_its_paths_against_the_submit_dir(tmp_path, monkeypatch):
     assert base["data"]["shards"] == str(home / "runs" / "pre") and objective.data.shards == str(home / "runs" / "pre")
     assert objective.episodes_dir == str(home / "runs" / "sweeps" / "here" / "episodes")
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+def test_any_shard_spec_is_checked_and_readers_by_key_need_a_manifest(tmp_path):
+    folder = shards(tmp_path / "s", n=8, per_shard=4)
+    tars = check_shards(str(folder / "shard-*.tar"), "shards")  # the bank's glob: listed and checked like a folder
+    assert len(tars.urls) == 2 and tars.count == 8 and tars.manifest is None
+    with pytest.raises(PreflightError, match=r"^data\.shards=.*shard-\*\.tar: names tars without their manifest\.json; expected a shard folder"):
+        check_shards(str(folder / "shard-*.tar"), "data.shards", indexed=True)
+    with pytest.raises(PreflightError, match=r"^shards=.*nope-\*\.tar: no shard file found; expected \.tar shards"):
+        check_shards(str(folder / "nope-*.tar"), "shards")

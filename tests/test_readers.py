@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glocon.data.readers import check_tar_end, shard_urls, stream_samples, unsafe_member
+from glocon.data.readers import check_tar_end, stream_samples, unsafe_member
+from glocon.data.shardset import ShardSet
 from glocon.data.shardindex import ShardIndex, scan_tar
 from glocon.data.schema import Sample
 from glocon.data.manifest import MANIFEST_NAME, Manifest, Rejection
@@ -59,7 +60,7 @@ def shard_set(tmp_path):
 def test_stream_returns_masks_and_label_maps_bit_exact(shard_set):
     manifest, samples = shard_set
     by_key = {s.key: s for s in samples}
-    seen = list(stream_samples(manifest.root))
+    seen = list(ShardSet.open(manifest.root).stream())
     assert [s.key for s in seen] == [s.key for s in samples]
     for got in seen:
         want = by_key[got.key]
@@ -105,7 +106,7 @@ def test_dataloader_workers_split_the_shards(shard_set):
     import torch
 
     manifest, samples = shard_set
-    loader = torch.utils.data.DataLoader(stream_samples(manifest.root), batch_size=None, num_workers=2,
+    loader = torch.utils.data.DataLoader(ShardSet.open(manifest.root).stream(), batch_size=None, num_workers=2,
                                          collate_fn=lambda s: s.key)
     keys = list(loader)
     assert Counter(keys) == Counter(s.key for s in samples)
@@ -113,18 +114,18 @@ def test_dataloader_workers_split_the_shards(shard_set):
 
 def test_epochs_repeat_every_sample_and_reshuffle(shard_set):
     manifest, samples = shard_set
-    keys = [s.key for s in stream_samples(manifest.root, shuffle_buffer=8, seed=3, epochs=2)]
+    keys = [s.key for s in ShardSet.open(manifest.root).stream(shuffle_buffer=8, seed=3, epochs=2)]
     n = len(samples)
     assert Counter(keys) == Counter({s.key: 2 for s in samples})
     assert keys[:n] != keys[n:]  # a new order in the second epoch
-    again = [s.key for s in stream_samples(manifest.root, shuffle_buffer=8, seed=3, epochs=2)]
+    again = [s.key for s in ShardSet.open(manifest.root).stream(shuffle_buffer=8, seed=3, epochs=2)]
     assert again == keys  # seeded
-    assert [s.key for s in stream_samples(manifest.root)] == [s.key for s in samples]
+    assert [s.key for s in ShardSet.open(manifest.root).stream()] == [s.key for s in samples]
 
 
 def test_resampled_stream_is_seeded_and_endless(shard_set):
     manifest, _ = shard_set
-    take = lambda seed: [s.key for _, s in zip(range(25), stream_samples(manifest.root, resampled=True, seed=seed))]
+    take = lambda seed: [s.key for _, s in zip(range(25), ShardSet.open(manifest.root).stream(resampled=True, seed=seed))]
     first = take(7)
     assert len(first) == 25 and first == take(7)
 
@@ -176,7 +177,7 @@ def test_truncated_tar_is_an_error_naming_the_shard(shard_set, where):
     with open(path, "r+b") as fh:
         fh.truncate(cut)
     with pytest.raises(DataError, match=rf"shard .*{path.name}.*truncated"):
-        list(stream_samples(manifest.root))
+        list(ShardSet.open(manifest.root).stream())
     with pytest.raises(DataError, match=rf"shard .*{path.name}.*truncated"):
         ShardIndex(manifest.root)
     with pytest.raises(DataError, match="truncated"):
@@ -199,17 +200,17 @@ def test_tampered_manifest_is_an_error_naming_file_and_field(shard_set):
         ShardIndex(manifest.root)
 
 
-def test_shard_urls_from_folder_manifest_or_plain_tars(shard_set, tmp_path):
+def test_shardset_urls_from_folder_manifest_or_plain_tars(shard_set, tmp_path):
     manifest, _ = shard_set
-    urls = shard_urls(manifest.root)
-    assert urls == shard_urls(manifest.root / MANIFEST_NAME) == [str(manifest.root / s.name) for s in manifest.shards]
+    urls = list(ShardSet.open(manifest.root).urls)
+    assert urls == list(ShardSet.open(manifest.root / MANIFEST_NAME).urls) == [str(manifest.root / s.name) for s in manifest.shards]
     assert all(os.path.isabs(u) for u in urls)
     (manifest.root / MANIFEST_NAME).unlink()
-    assert shard_urls(manifest.root) == urls
-    with pytest.raises(DataError, match="no shards"):
-        shard_urls(tmp_path)
-    with pytest.raises(DataError, match="not found"):
-        shard_urls(tmp_path / "nope")
+    assert list(ShardSet.open(manifest.root).urls) == urls
+    with pytest.raises(DataError, match=r"no manifest\.json and no \*\.tar shards"):
+        ShardSet.open(tmp_path)
+    with pytest.raises(DataError, match="no such shard folder or manifest"):
+        ShardSet.open(tmp_path / "nope")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,13 +238,13 @@ def test_default_readers_refuse_a_shard_whose_member_bytes_changed_at_the_same_s
     with pytest.raises(DataError, match=message):
         index.get(victim)
     with pytest.raises(DataError, match=message):
-        list(stream_samples(manifest.root))
+        list(ShardSet.open(manifest.root).stream())
     with pytest.raises(DataError, match=message):
         list(stream_samples([str(path)]))  # a url list is checked against its folder's manifest
     # verify=False is the explicit opt-out: it reads the changed image (here a visibly different one)
     changed = ShardIndex(manifest.root, verify=False).get(victim).image
     assert changed.shape == before.shape and (changed != before).any()
-    assert len(list(stream_samples(manifest.root, verify=False))) == len(samples)
+    assert len(list(ShardSet.open(manifest.root).stream(verify=False))) == len(samples)
     assert index.get(manifest.shards[0].keys[0]).key == manifest.shards[0].keys[0]  # other shards still read
 
 
@@ -256,7 +257,7 @@ def test_each_shard_is_hashed_once_per_process_until_the_file_changes(shard_set,
     real = verify.sha256_file
     monkeypatch.setattr(verify, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
     for _ in range(3):  # three passes, as a training worker makes
-        assert len(list(stream_samples(manifest.root))) == len(samples)
+        assert len(list(ShardSet.open(manifest.root).stream())) == len(samples)
     index = ShardIndex(manifest.root)
     for s in samples:
         index.get(s.key)
@@ -282,9 +283,8 @@ def test_manifest_without_samples_is_an_error_naming_it_not_an_empty_url_list(tm
     manifest.rejected = [Rejection(key="a", path="/data/a.jpg", reason="/data/a.jpg: unreadable image")]
     manifest.totals.update(records=1, rejected=1)
     manifest.save(folder)
-    for reader in (shard_urls, stream_samples):
-        with pytest.raises(DataError, match=rf"shard manifest {folder / MANIFEST_NAME} lists no samples \(1 inputs, 1 rejected"):
-            reader(folder)
+    with pytest.raises(DataError, match=rf"shard manifest {folder / MANIFEST_NAME} lists no samples \(1 inputs, 1 rejected"):
+        ShardSet.open(folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,16 +293,16 @@ def test_manifest_without_samples_is_an_error_naming_it_not_an_empty_url_list(tm
 def test_too_few_shards_for_the_ranks_names_samples_per_shard_num_workers_and_resampled(tmp_path):
     manifest, _ = write_shards(tmp_path / "one", n=4, per_shard=4)
     with pytest.raises(DataError, match=r"1 shard\(s\) cannot be split over 2 ranks \(num_workers\).*samples_per_shard.*data\.resampled=true"):
-        stream_samples(manifest.root, rank=0, world_size=2)
+        ShardSet.open(manifest.root).stream(rank=0, world_size=2)
 
 
 def test_resampled_stream_feeds_two_ranks_from_one_shard_for_a_bounded_epoch(tmp_path):
     manifest, samples = write_shards(tmp_path / "one", n=4, per_shard=4)
     keys = {s.key for s in samples}
-    parts = [[s.key for s in stream_samples(manifest.root, resampled=True, seed=5, rank=r, world_size=2).with_epoch(6)]
+    parts = [[s.key for s in ShardSet.open(manifest.root).stream(resampled=True, seed=5, rank=r, world_size=2).with_epoch(6)]
              for r in (0, 1)]
     assert [len(p) for p in parts] == [6, 6] and set(parts[0]) <= keys and set(parts[1]) <= keys
-    again = [s.key for s in stream_samples(manifest.root, resampled=True, seed=5, rank=0, world_size=2).with_epoch(6)]
+    again = [s.key for s in ShardSet.open(manifest.root).stream(resampled=True, seed=5, rank=0, world_size=2).with_epoch(6)]
     assert again == parts[0]  # seeded per rank
 
 

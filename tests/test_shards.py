@@ -26,6 +26,7 @@ from glocon.data.imageio import load_mask, load_rgb
 from glocon.data.layouts import LayoutConfig
 from glocon.data.layouts.coco import semantic_mask
 from glocon.data.readers import stream_samples
+from glocon.data.shardset import ShardSet
 from glocon.data.shardindex import ShardIndex
 from glocon.data.record import Record, class_pixels
 from glocon.data.manifest import MANIFEST_NAME, Manifest
@@ -187,7 +188,7 @@ def test_shards_round_trip_masks_and_label_maps_bit_exact(built, photos):
     manifest, cfg = built
     spec = BuildSpec.from_config(cfg)
     index = ShardIndex(manifest.root, verify=True)
-    streamed = {s.key: s for s in stream_samples(manifest.root)}
+    streamed = {s.key: s for s in ShardSet.open(manifest.root).stream()}
     assert sorted(streamed) == sorted(index.keys()) == sorted(r.key for r in photos)
     for record in photos:
         want = make_sample(record, spec)  # what the task encoded, recomputed here
@@ -481,7 +482,7 @@ def test_a_job_whose_every_input_is_rejected_fails_with_a_summary_and_keeps_the_
     manifest = Manifest.load(tmp_path / "out")
     assert manifest.totals["samples"] == 0 and len(manifest.rejected) == 7
     with pytest.raises(DataError, match=r"lists no samples \(7 inputs, 7 rejected"):
-        stream_samples(tmp_path / "out")  # a reader names the folder, not "no shard urls given"
+        ShardSet.open(tmp_path / "out").stream()  # a reader names the folder, not "no shard urls given"
 
 
 @pytest.mark.slow
@@ -499,10 +500,10 @@ def test_rerun_rebuilds_a_shard_whose_bytes_changed_at_the_same_size(built, phot
         fh.write(bytes(b ^ 0xFF for b in data))
     assert shard.stat().st_size == size and tree_bytes(out) != reference
     with pytest.raises(DataError, match=r"shard-000001\.tar: sha256 differs from the manifest's .*Rerun make_shards"):
-        list(stream_samples(out))
+        list(ShardSet.open(out).stream())
     make_shards_from_records(photos, shards_config(out), dashboard=False)  # the repair the error names
     assert tree_bytes(out) == reference
-    assert len(list(stream_samples(out))) == len(photos)
+    assert len(list(ShardSet.open(out).stream())) == len(photos)
 
 
 def readme_camvid_overrides() -> list[str]:

@@ -9,7 +9,8 @@ exception types (ray/train/v2/_internal/execution/failure_handling/default.py; r
 PR #54833: "we always retry if there is still budget"). So whatever the driver can know is
 checked here, and a worker is left only with what it cannot know in advance.
 
-Checked: the shard folders or manifests exist and match their shards (every listed file there,
+Checked (``glocon.data.shardset``: ``ShardSet.open`` then ``ShardSet.check``): the shard folders,
+manifests, tars or globs exist and match their shards (every listed file there,
 of the size the manifest says, ending like a finished tar, with the manifest's sha256: a shard
 changed in place at the same size is named here, not after Ray has retried its workers; hashing
 runs at disk speed, about a second per GB, and is kept per (path, size, mtime) for the process's
@@ -24,7 +25,6 @@ and ``check_fewshot(cfg, mode)`` for the few-shot fit, eval and objective.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,63 +36,31 @@ from glocon.paths import check_out_dir
 
 if TYPE_CHECKING:  # annotations only
     from glocon.bank.config import BankConfig
+    from glocon.data.shardset import ShardSet
     from glocon.fewshot.config import FewShotConfig
     from glocon.train.config import PretrainConfig
 
 MAKE_SHARDS = "jobs/make_shards.py"
 
 
-@dataclass
-class ShardSet:
-    spec: str
-    urls: list[str]  # shards that hold samples
-    samples: int | None  # None: a folder of plain tars without a manifest (not counted here)
-    per_shard: int | None  # make_shards' samples_per_shard (None without a manifest)
-
-
-def shard_set(spec: str | None, key: str) -> ShardSet:
-    """The shards of a folder or manifest, checked against the manifest; errors name ``key``."""
-    from glocon.data.readers import check_tar_end
-    from glocon.data.manifest import MANIFEST_NAME, Manifest
-    from glocon.data.verify import check_shard
+def check_shards(spec: str | None, key: str, indexed: bool = False) -> ShardSet:
+    """The shards ``spec`` names (``ShardSet.open``), checked (``ShardSet.check``); errors name ``key``.
+    ``indexed``: the reader reads by key (``ShardIndex``), so the spec must name a manifest."""
+    from glocon.data.manifest import MANIFEST_NAME
+    from glocon.data.shardset import ShardSet, ShardSpecError
 
     if not spec:
         raise PreflightError(f"{key} is empty: expected a shard folder or manifest.json (make it with {MAKE_SHARDS})")
-    p = Path(spec)
-    if not p.exists():
-        raise PreflightError(f"{key}={spec}: no such shard folder or manifest (make it with {MAKE_SHARDS} out_dir={spec})")
-    if p.is_dir() and not (p / MANIFEST_NAME).is_file():
-        tars = sorted(str(t) for t in p.glob("*.tar"))
-        if not tars:
-            raise PreflightError(f"{key}={spec}: no {MANIFEST_NAME} and no *.tar shards in it (make them with {MAKE_SHARDS})")
-        return ShardSet(spec, tars, None, None)
     try:
-        manifest = Manifest.load(p)
+        shards = ShardSet.open(spec)
+        if indexed and shards.manifest is None:
+            raise PreflightError(f"{key}={spec}: names tars without their {MANIFEST_NAME}; expected a shard folder with one, or the manifest (it is read by key)")
+        shards.check()
+    except ShardSpecError as exc:
+        raise PreflightError(f"{key}={spec}: {exc.reason}") from None
     except DataError as exc:
         raise PreflightError(f"{key}={spec}: {exc}") from None
-    listed = manifest.root / MANIFEST_NAME
-    for entry in manifest.shards:
-        shard = manifest.shard_path(entry.name)
-        if not shard.is_file():
-            raise PreflightError(f"{key}={spec}: shard {shard} listed in {listed} is missing (rerun make_shards with the same config to rebuild it)")
-        size = shard.stat().st_size
-        if size != entry.bytes:
-            raise PreflightError(f"{key}={spec}: shard {shard} is {size} bytes, {listed} says {entry.bytes} (rerun make_shards with the same config to rebuild it)")
-        try:
-            check_tar_end(shard)
-        except DataError as exc:
-            raise PreflightError(f"{key}={spec}: {exc} (rerun make_shards with the same config to rebuild it)") from None
-        try:
-            check_shard(shard, entry.sha256, listed)  # its message says how to rebuild it
-        except DataError as exc:
-            raise PreflightError(f"{key}={spec}: {exc}") from None
-    urls = manifest.urls()
-    if not urls:
-        t = manifest.totals
-        raise PreflightError(f"{key}={spec}: {listed} lists no samples ({t.get('records', 0)} inputs, {t.get('rejected', 0)} rejected; see its 'rejected' list)")
-    per_shard = manifest.config.get("samples_per_shard")  # else what the fullest shard holds
-    per_shard = per_shard if isinstance(per_shard, int) else max(s.count for s in manifest.shards)
-    return ShardSet(spec, urls, int(manifest.totals["samples"]), per_shard)
+    return shards
 
 
 def check_readers(sets: list[ShardSet], key: str, ranks: int, loader_workers: int, resampled: bool, ranks_key: str) -> None:
@@ -101,8 +69,8 @@ def check_readers(sets: list[ShardSet], key: str, ranks: int, loader_workers: in
     readers = ranks * max(1, loader_workers)
     if resampled or shards >= readers:
         return
-    known = [s for s in sets if s.samples is not None]
-    samples = sum(s.samples for s in known) if known else None
+    known = [s for s in sets if s.manifest is not None]
+    samples = sum(s.count for s in known) if known else None
     per_shard = next((s.per_shard for s in sets if s.per_shard), None)
     now = f" (now {per_shard})" if per_shard else ""
     smaller = f"samples_per_shard={max(1, samples // readers)}{now}" if samples and samples >= readers else "a smaller samples_per_shard"
@@ -127,23 +95,21 @@ def check_pretrain(cfg: PretrainConfig, *, ranks_key: str = "num_workers") -> No
         check_out_dir(cfg.storage_path, "storage_path")
         check_out_dir(Path(cfg.storage_path).expanduser() / cfg.name, "name")
     specs = [("data.shards", cfg.data.shards)] + [(f"data.extra_shards[{i}]", s) for i, s in enumerate(cfg.data.extra_shards)]
-    sets = [shard_set(spec, key) for key, spec in specs]
+    sets = [check_shards(spec, key) for key, spec in specs]
     # The loop streams in each Train worker's own process (no DataLoader processes): one reader per rank.
     check_readers(sets, "data.shards", cfg.num_workers, 1, cfg.data.resampled, ranks_key)
     samples = cfg.data.samples_per_epoch
     if samples is None:
-        from glocon.train.data import count_samples
-
-        samples = sum(s.samples if s.samples is not None else count_samples(s.spec, s.urls) for s in sets)
+        samples = sum(s.count for s in sets)
     if samples < cfg.batch_size:
         raise PreflightError(
             f"batch_size={cfg.batch_size}: the shards hold {samples} samples per epoch, less than one global batch "
             "(lower batch_size, or make more samples)"
         )
     if cfg.probe.every_epochs:
-        shard_set(cfg.probe.train_shards or cfg.data.shards, "probe.train_shards")
+        check_shards(cfg.probe.train_shards or cfg.data.shards, "probe.train_shards", indexed=True)
         if cfg.probe.val_shards:
-            shard_set(cfg.probe.val_shards, "probe.val_shards")
+            check_shards(cfg.probe.val_shards, "probe.val_shards", indexed=True)
 
 
 def check_sweep(pretrain_cfg: PretrainConfig, objective_cfg: FewShotConfig | None = None, probe: dict | None = None) -> None:
@@ -153,9 +119,9 @@ def check_sweep(pretrain_cfg: PretrainConfig, objective_cfg: FewShotConfig | Non
     if objective_cfg is not None:
         check_fewshot(objective_cfg, mode="objective")
     if probe is not None:
-        shard_set(probe["train_shards"], "objective.probe.train_shards")
+        check_shards(probe["train_shards"], "objective.probe.train_shards", indexed=True)
         if probe.get("val_shards"):
-            shard_set(probe["val_shards"], "objective.probe.val_shards")
+            check_shards(probe["val_shards"], "objective.probe.val_shards", indexed=True)
 
 
 def check_bank(cfg: BankConfig) -> None:
@@ -170,16 +136,7 @@ def check_bank(cfg: BankConfig) -> None:
             load_class_names(cfg.class_names)
         except DataError as exc:
             raise PreflightError(str(exc)) from None
-    spec = cfg.shards
-    if spec and not spec.endswith(".tar") and not any(c in spec for c in "*?[,"):
-        shard_set(spec, "shards")
-        return
-    from glocon.bank.shardio import shard_urls
-
-    try:
-        shard_urls(spec)
-    except DataError as exc:
-        raise PreflightError(f"shards: {exc}") from None
+    check_shards(cfg.shards, "shards")
 
 
 def check_fewshot(cfg: FewShotConfig, mode: str = "fit") -> None:
@@ -191,11 +148,11 @@ def check_fewshot(cfg: FewShotConfig, mode: str = "fit") -> None:
     shards = cfg.data.shards
     specs = [shards] if isinstance(shards, str) or shards is None else list(shards)
     for i, spec in enumerate(specs):
-        shard_set(spec, "data.shards" if len(specs) == 1 else f"data.shards[{i}]")
+        check_shards(spec, "data.shards" if len(specs) == 1 else f"data.shards[{i}]", indexed=True)
     if mode == "eval" and cfg.eval.shards:
         held = [cfg.eval.shards] if isinstance(cfg.eval.shards, str) else list(cfg.eval.shards)
         for i, spec in enumerate(held):
-            shard_set(spec, "eval.shards" if len(held) == 1 else f"eval.shards[{i}]")
+            check_shards(spec, "eval.shards" if len(held) == 1 else f"eval.shards[{i}]", indexed=True)
     if cfg.prior and mode != "objective":  # the objective's prior is the trial's own export
         check_file(cfg.prior, "prior", "a prior-extractor export (jobs/pretrain.py writes <storage_path>/<name>/prior.pt)")
     if mode == "eval" and cfg.eval.weights and not Path(cfg.eval.weights).exists():

@@ -20,9 +20,10 @@ from glocon.bank import provenance
 from glocon.bank.config import BankConfig
 from glocon.bank.embed import embed_patches, global_vector, patch_table, to_input
 from glocon.bank.index import build_index, choose_factory, gpu_count, write_index
-from glocon.bank.shardio import iter_shard, shard_urls
 from glocon.bank.store import GLOBAL, IMAGES, INDEX, PROVENANCE, VECTORS, load_class_names, save_npy, write_manifest
 from glocon.config import save_resolved
+from glocon.data.readers import stream_samples
+from glocon.data.shardset import ShardSet
 from glocon.device import pick_device
 from glocon.errors import ConfigError
 from glocon.io import sha256_file
@@ -47,7 +48,8 @@ class ShardEmbedder:
     def embed_shard(self, url: str, limit: int | None = None) -> dict[str, Any]:
         cfg = self.cfg
         vectors, columns, globals_, images = [], [], [], []
-        for n_img, sample in enumerate(iter_shard(url)):
+        # one shard, read whole: no splitting by rank or DataLoader worker (the bank splits by shard itself)
+        for n_img, sample in enumerate(stream_samples([url], split_by_node=False, split_by_worker=False)):
             if limit is not None and n_img >= limit:
                 break
             labels = sample.label_map(cfg.patch_method)
@@ -142,7 +144,7 @@ def build_bank(cfg: BankConfig, dashboard: Any | None = None) -> dict[str, Any]:
         cfg = cfg.model_copy(update={"shards": resolve(cfg.shards, "shards")})
     check_bank(cfg)
     t0 = time.monotonic()
-    urls = shard_urls(cfg.shards)
+    urls = list(ShardSet.open(cfg.shards).urls)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     counts = {"shards": 0, "images": 0, "vectors": 0}

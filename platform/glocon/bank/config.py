@@ -73,7 +73,7 @@ class StatsConfig(GloconModel):
 
 class BankConfig(GloconModel):
     prior: str = ""  # prior-extractor export (glocon.models.prior.save_export)
-    shards: str = ""  # a folder of *.tar, a glob, a shard manifest, or comma-separated tar paths
+    shards: str = ""  # a folder of *.tar, a glob, a shard manifest, or comma-separated tar paths (glocon.data.shardset)
     out: str = "runs/bank"
     store: StoreConfig = StoreConfig()  # where the prior's dense maps are kept across runs (glocon.featstore)
     patch_method: PatchMethod = "slic"

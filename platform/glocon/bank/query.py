@@ -21,9 +21,9 @@ from glocon.bank.embed import embed_patches, patch_table
 from glocon.bank.index import gpu_count, search, to_gpu
 from glocon.bank.provenance import rows
 from glocon.bank.render import Tile, render_sheet
-from glocon.bank.shardio import find_sample
 from glocon.bank.store import Bank, open_bank
 from glocon.data.schema import Sample, tar_key
+from glocon.data.shardindex import read_sample
 from glocon.data.superpixels import fh_labels, slic_labels
 from glocon.device import pick_device
 from glocon.errors import ConfigError, DataError
@@ -99,7 +99,7 @@ def resolve_patch(cfg: QueryConfig, bank: Bank, sample: Sample | None = None) ->
         if row is None:
             raise DataError(f"bank query: sample key {cfg.key!r} is not in bank {bank.root} (provenance table)")
         shard = bank.table.column("shard")[row].as_py()
-        sample = sample if sample is not None else find_sample(shard, cfg.key)
+        sample = sample if sample is not None else read_sample(shard, cfg.key)
         image, labels, key, source, mask = sample.image, sample.label_map(method), sample.key, shard, sample.mask
     else:
         image = _load_image(cfg.image, cfg.image_size or int(bank.manifest["image_size"]))
@@ -208,7 +208,7 @@ def query_tile(patch: Patch, query: dict[str, Any]) -> Tile:
 def hit_tile(bank: Bank, hit: dict[str, Any], sample: Sample | None = None) -> Tile:
     """A hit's tile: a crop around its superpixel, outlined. ``sample``: the hit's sample when the
     caller already holds it (the explorer caches them); else it is read from the hit's shard."""
-    sample = sample if sample is not None else find_sample(hit["shard"], hit["key"])
+    sample = sample if sample is not None else read_sample(hit["shard"], hit["key"])
     region = sample.label_map(bank.manifest["patch_method"]) == hit["superpixel"]
     cls = f" {hit['class_name']}" if hit.get("class_name") else ""
     caption = f"#{hit['rank']} {hit['score']:.3f}{cls}" if "rank" in hit else cls.strip()

@@ -1,5 +1,6 @@
 """Reading shards: a stream for training; random access by key for few-shot episodes is
-``glocon.data.shardindex``. What is said here holds for both.
+``glocon.data.shardindex``. What is said here holds for both. Which shards a spec names (a
+folder, manifest, glob or tar list) is ``glocon.data.shardset``'s to say.
 
 Both decode members with ``glocon.data.schema.decode_sample``, never webdataset's
 ``.decode("rgb")``: that turns a PNG mask into a float RGB array in [0, 1] and the class ids are
@@ -22,7 +23,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from glocon import seeds
-from glocon.data.manifest import MANIFEST_NAME, Manifest
 from glocon.data.schema import Sample, decode_sample
 from glocon.data.verify import check_shard, expected_shas
 from glocon.errors import DataError
@@ -31,29 +31,8 @@ BLOCK = 512  # tar block size; an archive ends with two zero blocks
 
 
 # ---------------------------------------------------------------------------------------------
-# Shard lists and tar sanity
+# Tar sanity (shard lists: glocon.data.shardset)
 # ---------------------------------------------------------------------------------------------
-
-
-def shard_urls(dir_or_manifest: str | os.PathLike) -> list[str]:
-    """Absolute shard paths in order: from manifest.json when there is one, else the folder's *.tar."""
-    p = Path(dir_or_manifest)
-    if p.is_file() or (p.is_dir() and (p / MANIFEST_NAME).is_file()):
-        manifest = Manifest.load(p)
-        urls = manifest.urls()
-        if not urls:
-            t = manifest.totals
-            raise DataError(
-                f"shard manifest {manifest.root / MANIFEST_NAME} lists no samples ({t.get('records', 0)} inputs, "
-                f"{t.get('rejected', 0)} rejected: see its 'rejected' list, fix the inputs and rerun make_shards)"
-            )
-        return urls
-    if p.is_dir():
-        tars = sorted(str(t.resolve()) for t in p.glob("*.tar"))
-        if tars:
-            return tars
-        raise DataError(f"no shards in {p}: expected {MANIFEST_NAME} or *.tar files (run jobs/make_shards.py)")
-    raise DataError(f"shard folder or manifest not found: {p}")
 
 
 def unsafe_member(name: str) -> bool:
@@ -183,7 +162,7 @@ def _decode(raw: dict[str, Any]) -> Sample:
 
 
 def stream_samples(
-    urls: str | os.PathLike | Sequence[str],
+    urls: Sequence[str],
     *,
     shuffle_buffer: int = 0,
     seed: int = 0,
@@ -197,7 +176,8 @@ def stream_samples(
 ):
     """A ``webdataset.WebDataset`` of decoded ``Sample`` objects (an IterableDataset).
 
-    urls: shard paths, or a shard folder / manifest. Shards are split across nodes with
+    urls: shard paths (``glocon.data.shardset.ShardSet.open(spec).stream()`` reads a folder,
+    manifest, glob or tar list). Shards are split across nodes with
     webdataset's ``split_by_node`` (torch.distributed rank, which Ray Train initialises) or, when
     ``rank`` and ``world_size`` are given, by that explicit rank; then across DataLoader workers
     with ``split_by_worker``. ``shuffle_buffer > 0`` shuffles the shard order and the samples
@@ -209,7 +189,7 @@ def stream_samples(
     import webdataset as wds
 
     if isinstance(urls, (str, os.PathLike)):
-        urls = shard_urls(urls)
+        raise DataError(f"stream_samples: {urls}: give shard urls, or read a folder or manifest with ShardSet.open(spec).stream()")
     urls = [str(u) for u in urls]
     if not urls:
         raise DataError("stream_samples: no shard urls given")

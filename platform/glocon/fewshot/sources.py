@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # annotations only
     from glocon.models.prior import PriorExtractor
 
 
-def _shard_list(shards: str | list[str] | None) -> list[str]:
+def _spec_list(shards: str | list[str] | None) -> list[str]:
     return [] if shards is None else [shards] if isinstance(shards, str) else list(shards)
 
 
@@ -25,8 +25,8 @@ def open_source(cfg: FewShotConfig, source: EpisodeSource | None = None, split: 
     index of ``data.shards`` (fit) or ``eval.shards`` (eval; ``data.shards`` when unset)."""
     if source is not None:
         return source
-    paths = _shard_list(cfg.eval.shards) if split == "eval" else []
-    paths = paths or _shard_list(cfg.data.shards)
+    paths = _spec_list(cfg.eval.shards) if split == "eval" else []
+    paths = paths or _spec_list(cfg.data.shards)
     if not paths:
         raise ConfigError("data.shards: a shard folder or manifest.json is needed (make it with `glocon shards`)")
     from glocon.data.shardindex import ShardIndex

@@ -9,8 +9,8 @@ import sys
 
 from glocon.bank.build import build_bank
 from glocon.bank.config import BankConfig
-from glocon.bank.shardio import shard_urls
 from glocon.dashboard import Dashboard
+from glocon.data.shardset import ShardSet
 from glocon.jobmain import run_job
 
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build(cfg: BankConfig) -> None:
-    with Dashboard("bank build", total=len(shard_urls(cfg.shards)), unit="shards") as dash:
+    with Dashboard("bank build", total=len(ShardSet.open(cfg.shards).urls), unit="shards") as dash:
         manifest = build_bank(cfg, dash)
         dash.log(
             f"bank {cfg.out}: {manifest['counts']['vectors']} vectors from {manifest['counts']['images']} images, "

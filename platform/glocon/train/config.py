@@ -21,7 +21,7 @@ from glocon.train.views import ViewConfig
 
 
 class DataSection(GloconModel):
-    shards: str = ""  # a folder of *.tar shards, or a manifest file next to them
+    shards: str = ""  # a shard folder or its manifest (any glocon.data.shardset spec: also a .tar, a glob, comma-separated tars)
     # Inductive by default: pretraining sees only ``shards``, the split few-shot fit uses. Listing
     # the evaluation split here too is the paper's transductive variant ("all the images in the
     # dataset", Sec. V-A); exports and results then say "transductive".

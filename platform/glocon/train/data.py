@@ -15,38 +15,13 @@ stream to the samples the epoch needs, as webdataset's documentation does for DD
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Iterator
-from pathlib import Path
 
 from glocon import seeds
-from glocon.data.readers import shard_urls, stream_samples
-from glocon.data.schema import META, Sample
-from glocon.data.manifest import MANIFEST_NAME, Manifest
+from glocon.data.readers import stream_samples
+from glocon.data.schema import Sample
 from glocon.errors import DataError
 from glocon.train.views import TwoViews, collate_pairs
-
-
-def shard_list(path: str) -> list[str]:
-    """A folder of shards or a manifest -> shard paths; errors name the path."""
-    if not path:
-        raise DataError("data.shards is empty: expected a shard folder or manifest (run jobs/make_shards.py)")
-    return shard_urls(path)
-
-
-def count_samples(path: str, urls: list[str]) -> int:
-    """Samples in the shards: the manifest's counts when there is one, else the tar headers."""
-    p = Path(path)
-    if p.is_file() or (p / MANIFEST_NAME).is_file():
-        return sum(s.count for s in Manifest.load(p).shards)
-    total = 0
-    for url in urls:
-        try:
-            with tarfile.open(url, "r") as tar:
-                total += sum(1 for m in tar if m.isfile() and m.name.endswith("." + META))
-        except (OSError, tarfile.TarError) as exc:
-            raise DataError(f"shard {url}: cannot be read as a tar ({exc})") from None
-    return total
 
 
 def worker_samples(

@@ -27,7 +27,8 @@ from glocon.models.prior import PriorExtractor, save_export
 from glocon.train.checkpoint import METRICS, PRIOR, CheckpointNames, load_resumable, load_tensors, rng_file, rng_state, save_state, save_tensors, set_rng_state
 from glocon.train.config import PretrainConfig
 from glocon.train.faults import maybe_die
-from glocon.train.data import count_samples, shard_list, view_batches, worker_samples
+from glocon.data.shardset import ShardSet
+from glocon.train.data import view_batches, worker_samples
 from glocon.train.momentum import momentum_twin, update_momentum
 from glocon.train.queues import KeyQueue
 from glocon.train.step import forward_losses
@@ -89,8 +90,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     queue_l = KeyQueue(cfg.loss.queue_local, dim, seed=seeds.queue(cfg.seed, "local"), device=device, start=cfg.loss.queue_start)
     torch.manual_seed(seeds.worker(cfg.seed, rank))  # then per-worker randomness (views)
 
-    urls = [u for spec in (cfg.data.shards, *cfg.data.extra_shards) for u in shard_list(spec)]
-    n_samples = cfg.data.samples_per_epoch or sum(count_samples(spec, shard_list(spec)) for spec in (cfg.data.shards, *cfg.data.extra_shards))
+    urls = [u for spec in (cfg.data.shards, *cfg.data.extra_shards) for u in ShardSet.open(spec).urls]
+    n_samples = cfg.data.samples_per_epoch or sum(ShardSet.open(spec).count for spec in (cfg.data.shards, *cfg.data.extra_shards))
     steps_per_epoch = n_samples // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{n_samples} samples in {cfg.data.shards} give no full global batch of {cfg.batch_size}")

@@ -13,7 +13,6 @@ import difflib
 import io
 import math
 import os
-import tarfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage.segmentation import mark_boundaries
 
-from glocon.data.schema import Sample, decode_sample, tar_key
+from glocon.data.schema import Sample
 from glocon.data.superpixels import SuperpixelConfig, superpixels
 from glocon.errors import DataError
 from glocon.io import atomic_write_bytes
@@ -31,7 +30,6 @@ LABEL_H = 22  # caption strip above the panels
 TITLE_H = 22  # extra strip when a title is given
 MIN_PANEL = 256  # small images are enlarged (nearest, integer factor) so boundaries stay readable
 BOUNDARY_COLOR = (1.0, 1.0, 0.0)  # yellow, as in Fig. 4
-MANIFEST_NAME = "manifest.json"  # as glocon.data.manifest names it
 
 
 def panel_scale(height: int, width: int, min_panel: int = MIN_PANEL) -> int:
@@ -102,63 +100,13 @@ def superpixel_figure(
 # ----------------------------------------------------------------------------- sources
 
 
-def _tar_groups(shard: Path, wanted: set[str]) -> dict[str, bytes] | None:
-    """The members of the sample whose tar key is in ``wanted`` (webdataset: key = name up to the first dot)."""
-    raw: dict[str, bytes] = {}
-    with tarfile.open(shard) as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = member.name.rsplit("/", 1)[-1]
-            key, _, ext = base.partition(".")
-            if key in wanted:
-                raw["__key__"] = key
-                raw[ext] = tar.extractfile(member).read()  # type: ignore[union-attr]
-    return raw or None
-
-
-def _shard_paths(source) -> list[Path]:
-    if isinstance(source, (list, tuple)):
-        return [Path(p) for p in source]
-    path = Path(source)
-    if path.suffix == ".tar":
-        return [path]
-    folder = path.parent if path.is_file() else path
-    return sorted(folder.glob("*.tar"))
-
-
-def _has_manifest(source) -> bool:
-    if isinstance(source, (list, tuple)):
-        return False
-    path = Path(source)
-    return (path.is_file() and path.suffix == ".json") or (path.is_dir() and (path / MANIFEST_NAME).is_file())
-
-
 def sample_from_shards(source, key: str) -> Sample:
-    """Look ``key`` up in shards: a list of .tar paths, a shard folder, or its manifest.json.
+    """Look ``key`` up in shards: anything ``glocon.data.shardset.ShardSet.open`` takes (a list of
+    .tar paths, one .tar, a shard folder or its manifest.json, a glob). With a manifest, by its
+    index (which checks shards against it); without one, the tars' headers are scanned."""
+    from glocon.data.shardset import ShardSet
 
-    With a manifest, uses ``glocon.data.shardindex.ShardIndex`` (the random-access reader, which checks
-    shards against it); without one (a list of .tar paths, one .tar, a folder of them) the tars
-    are scanned directly with ``tarfile``.
-    """
-    if _has_manifest(source):
-        try:
-            from glocon.data.shardindex import ShardIndex
-        except ImportError:
-            ShardIndex = None  # noqa: N806
-        if ShardIndex is not None:
-            return ShardIndex(source).get(key)
-    shards = _shard_paths(source)
-    if not shards:
-        raise DataError(f"no shards (*.tar) found in {source}")
-    wanted = {key, tar_key(key)}
-    for shard in shards:
-        if not shard.is_file():
-            raise DataError(f"shard not found: {shard}")
-        raw = _tar_groups(shard, wanted)
-        if raw is not None:
-            return decode_sample(raw, str(shard))
-    raise DataError(f"sample {key!r} not found in {len(shards)} shard(s) ({shards[0]} ...)")
+    return ShardSet.open(source).get(key)
 
 
 def _resize_longest(image: Image.Image, longest_side: int | None) -> Image.Image:
