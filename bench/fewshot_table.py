@@ -152,7 +152,7 @@ def ensure_inputs(data: str, shards: Path, prior: str | None) -> str:
     if not ((shards / "shards-train" / "manifest.json").is_file() and (shards / "shards-val" / "manifest.json").is_file()):
         lt.make_shards(data, shards)
     if prior is None:
-        prior, _, _ = lt.pretrain(REPO / "configs" / f"pretrain-{data}.yaml", shards / "shards-train", shards, "scratch-global-local", 300, lt.INITS["scratch"])
+        prior, _, _ = lt.pretrain(REPO / "configs" / lt.INITS["scratch"].format(data=data), shards / "shards-train", shards, "scratch-global-local", 300, [])
     return str(Path(prior).resolve())
 
 

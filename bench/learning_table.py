@@ -67,11 +67,11 @@ def pretrain(config: Path, train: Path, out: Path, name: str, steps: int, overri
 
     # no epoch-end probe inside the table runs: the table probes every export itself, on the val split
     cfg = load_config(PretrainConfig, config, [f"data.shards={train}", f"storage_path={out / 'pretrain'}", f"name={name}", "probe.every_epochs=0", *overrides])
-    per_epoch = max(1, sum(s.count for s in Manifest.load(train).shards) // cfg.batch_size)
-    cfg = cfg.model_copy(update={"epochs": max(1, math.ceil(steps / per_epoch))})
     export = out / "pretrain" / name / "prior.pt"
     if export.is_file():  # a finished row is not trained again (delete the folder to redo it)
         return str(export), json.loads((out / "pretrain" / name / "summary.json").read_text()), 0.0
+    per_epoch = max(1, sum(s.count for s in Manifest.load(train).shards) // cfg.batch_size)
+    cfg = cfg.model_copy(update={"epochs": max(1, math.ceil(steps / per_epoch))})
     t0 = time.perf_counter()
     result = run_pretraining(cfg)
     minutes = (time.perf_counter() - t0) / 60
