@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 # every test shares one throwaway feature store (glocon.featstore), never the user's ~/.cache: set
-# before any Ray starts, so Ray's workers inherit it
-os.environ.setdefault("GLOCON_STORE", tempfile.mkdtemp(prefix="glocon-store-"))
+# before any Ray starts, so Ray's workers inherit it; deleted when the session ends
+_OWN_STORE = None if "GLOCON_STORE" in os.environ else tempfile.mkdtemp(prefix="glocon-store-")
+if _OWN_STORE is not None:
+    os.environ["GLOCON_STORE"] = _OWN_STORE
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GLOCON_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -170,3 +172,9 @@ def _no_ray_across_modules(request):
 def _ray_down_at_session_end():
     yield
     _shutdown_ray()
+    import shutil
+
+    # what the session wrote outside pytest's temp folder (see ../conftest.py on disk)
+    for path in (_OWN_STORE, *(f"/tmp/glocon-ray{kind}-{os.getpid()}" for kind in ("", "-shards", "-kill"))):
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)

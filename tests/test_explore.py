@@ -27,8 +27,8 @@ pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
-def data(coco128, tmp_path_factory) -> dict[str, Path]:
-    return build_explore_data(coco128, tmp_path_factory.getbasetemp() / "explore-data")
+def data(coco128, shared_tmp) -> dict[str, Path]:
+    return build_explore_data(coco128, shared_tmp / "explore-data")
 
 
 @pytest.fixture(scope="module")

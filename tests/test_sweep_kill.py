@@ -34,7 +34,7 @@ def test_killed_sweep_resumes_without_redoing_completed_trials(shards, no_ray_in
     d["ray"] = {"num_cpus": 2, "temp_dir": f"/tmp/glocon-ray-kill-{os.getpid()}"}
     cfg_path = write_yaml(tmp_path / "sweep.yaml", d)
     exp_dir = storage / "killme"
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "sys.executableUNBUFFERED": "1"}
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "PYTHONUNBUFFERED": "1"}
     log1 = (tmp_path / "run1.log").open("w")
     # its own session: the driver and the Ray processes it starts share one process group we can kill
     proc = subprocess.Popen([sys.executable, str(JOB), "--config", str(cfg_path)], cwd=REPO, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)

@@ -9,9 +9,9 @@ from glocon.models.prior import PriorArch, PriorExtractor, save_export
 
 
 @pytest.fixture(scope="session")
-def prior_export(tmp_path_factory):
+def prior_export(shared_tmp):
     """Path of a resnet18 prior-extractor export (random init), as pretraining writes it."""
     torch.manual_seed(123)
-    path = tmp_path_factory.mktemp("prior") / "prior.pt"
+    path = shared_tmp / "qgnet-prior.pt"
     save_export(PriorExtractor(PriorArch(backbone="resnet18")), path, extra={"note": "random init for tests"})
     return path
