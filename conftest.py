@@ -38,7 +38,7 @@ def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = yield
     if report.failed:
-        _FAILED_MODULES.add(item.nodeid.split("::", 1)[0])
+        _FAILED_MODULES.add(str(item.path))  # the module's file
     if report.when == "call":
         item.stash[_TEST_PASSED] = report.passed
     return report
@@ -57,7 +57,7 @@ def _drop_module_tmp_when_the_module_passed(request: pytest.FixtureRequest, tmp_
     base = tmp_path_factory.getbasetemp()
     before = {p.name for p in base.iterdir()}
     yield
-    if request.node.nodeid in _FAILED_MODULES:
+    if str(request.node.path) in _FAILED_MODULES:
         return
     for p in base.iterdir():
         if p.name not in before and p.name != _SHARED and not p.name.endswith("current"):

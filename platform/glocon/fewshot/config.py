@@ -65,6 +65,7 @@ class FitConfig(GloconModel):
     name: str = "fit"  # run name; fold f, K shots trains as "<name>-fold<f>-<K>shot"; rerun the same name to resume
     max_failures: int = 0
     checkpoint_every: int = 100  # steps
+    num_to_keep: int | None = 2  # Ray's checkpoint retention (the newest two: a damaged newest one falls back to the other)
     stop_at_step: int | None = None  # end this run early after a checkpoint (tests; rerun the same name to resume)
     # Base-val (glocon.fewshot.baseval): images of the FIT split held out from training, scored on
     # base classes every eval_every steps; fit keeps the best weights and stops after `patience`

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -36,8 +35,8 @@ from glocon.fewshot.state import (
     STATE_FORMAT, as_segmenter, checkpoint_folder, load_fit_state, load_trainable_state, model_path, run_dir, run_name, save_model_file, trainable_state, unwrap,
 )  # fmt: skip
 from glocon.io import atomic_write_json, sha256_file
-from glocon.raycluster import train_logging
-from glocon.train.faults import maybe_die
+from glocon.train.checkpoint import load_resumable
+from glocon.train.run import RunSpec, WorkerSession, build_trainer, fit_with_feed
 from glocon.viz.curves import plot_fit_curves
 
 if TYPE_CHECKING:  # annotations only
@@ -158,60 +157,53 @@ def train_dataset(
     return TrainEpisodes(source, sampler, cfg.image_size, seed, indices, cfg.fit.scale)
 
 
+class _FitState:
+    """A fit worker's trainable state: the model, SGD and its schedule, and base-val's monitor."""
+
+    def __init__(self, cfg: FewShotConfig, model: torch.nn.Module, steps: int) -> None:
+        self.cfg, self.model = cfg, model
+        self.optimizer, self.scheduler = make_optimizer(model, cfg, steps)
+        self.monitor = baseval.Monitor(cfg.fit.patience)
+
+    def load(self, state: dict[str, Any], folder: Path) -> int:
+        load_trainable_state(self.model, state["model"], f"{folder}/state.pt")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.monitor = baseval.Monitor.from_state(state.get("monitor"), self.cfg.fit.patience)
+        return int(state["step"])
+
+    def state(self, step: int, fold: int, shots: int) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT, "model": trainable_state(self.model), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "step": step, "fold": fold, "shots": shots, "monitor": self.monitor.state_dict(),
+        }  # fmt: skip
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: everything comes from ``config``; state from ``ray.train.get_checkpoint()``."""
-    import ray.train
-    import ray.train.torch
-
-    from glocon.raycluster import quiet_train_reports
-    from glocon.train.checkpoint import CheckpointNames, load_resumable, load_tensors, rng_state, save_tensors, set_rng_state
-
-    quiet_train_reports()
     cfg = FewShotConfig.model_validate(config["cfg"])
-    plugin, fold, shots, actor = config["plugin"], int(config["fold"]), int(config["shots"]), config.get("metrics_actor")
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    plugin, fold, shots = config["plugin"], int(config["fold"]), int(config["shots"])
+    session = WorkerSession(run_dir(cfg, fold, shots) if "://" not in cfg.fit.storage_path else None, config.get("metrics_actor"), cfg.fit.fault)
     torch.set_num_threads(max(1, cfg.fit.cpus_per_worker))
-    device = ray.train.torch.get_device()
-
+    rank, device, cache_root = session.rank, session.device, config.get("cache_root")
     source = CachedSource(open_source(cfg, config.get("source")))
     sampler = train_sampler(cfg, source, fold, shots)
     steps = total_steps(cfg, sampler)
     torch.manual_seed(cfg.fit_seed)  # same initial weights on every worker
-    model = build(plugin, cfg).to(device)
-    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    fs = _FitState(cfg, build(plugin, cfg).to(device), steps)
+    scored = {name: (eps, train_dataset(cfg, source, eps, list(range(len(eps))), cache_root, cfg.seed)) for name, eps in score_sets(cfg, sampler, fold, shots).items()}
     step = 0
-    monitor = baseval.Monitor(cfg.fit.patience)
-    scored = {name: (eps, train_dataset(cfg, source, eps, list(range(len(eps))), config.get("cache_root"), cfg.seed)) for name, eps in score_sets(cfg, sampler, fold, shots).items()}
-    checkpoint_name = CheckpointNames(run_dir(cfg, fold, shots) if "://" not in cfg.fit.storage_path else None)  # before this attempt writes any
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as latest:
-            # A truncated latest checkpoint (killed mid-write, full disk) falls back to the newest good one.
-            state, folder = load_resumable(latest, run_dir(cfg, fold, shots), loader=load_fit_state)
-            load_trainable_state(model, state["model"], f"{folder}/state.pt")
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            step = int(state["step"])
-            monitor = baseval.Monitor.from_state(state.get("monitor"), cfg.fit.patience)
-            rng = Path(folder) / f"rng-rank{rank}.pt"
-            if rng.is_file():
-                set_rng_state(load_tensors(rng))
+    if (resumed := session.resume(load_fit_state)) is not None:
+        step = fs.load(*resumed)
     else:
         torch.manual_seed(seeds.worker(cfg.fit_seed, rank))  # per-worker randomness (dropout)
     resumed_from = step
     # a run that base-val already stopped trains nothing more when it is resumed
-    end = step if monitor.stopped else min(steps, cfg.fit.stop_at_step) if cfg.fit.stop_at_step is not None else steps
-
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, find_unused_parameters=True)
-    per_worker = cfg.fit.batch_size // world
-    dataset = train_dataset(cfg, source, sampler, worker_indices(step, end, cfg.fit.batch_size, rank, per_worker), config.get("cache_root"), cfg.fit_seed)
-    if actor is not None and rank == 0:
-        actor.push.remote({"event": "start", "step": step, "total_steps": steps, "resumed_from_step": resumed_from})
+    end = step if fs.monitor.stopped else min(steps, cfg.fit.stop_at_step) if cfg.fit.stop_at_step is not None else steps
+    net = session.ddp(fs.model, find_unused=True)
+    per_worker = cfg.fit.batch_size // session.world
+    dataset = train_dataset(cfg, source, sampler, worker_indices(step, end, cfg.fit.batch_size, rank, per_worker), cache_root, cfg.fit_seed)
+    session.push({"event": "start", "step": step, "total_steps": steps, "resumed_from_step": resumed_from})
     losses: list[float] = []  # since the last checkpoint
     interval: list[float] = []  # since the last base-val evaluation
 
@@ -219,37 +211,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         losses.append(metrics["loss"])
         interval.append(metrics["loss"])
         m = {"step": s, "total_steps": steps, "fold": fold, "shots": shots, "resumed_from_step": resumed_from, **metrics}
-        if actor is not None and rank == 0:
-            actor.push.remote(m)
+        session.push(m)
         stop = False
         if scored and (s % cfg.fit.eval_every == 0 or s == steps):  # steps, not end: a run stopped and resumed scores where a whole one does
             # every rank scores the same fixed episodes with the same weights, so all stop together
-            row = {f"{name}_miou": baseval.score(model, data, eps, lambda mod, b: forward_batch(mod, b, device))["miou"] for name, (eps, data) in scored.items()}
+            row = {f"{name}_miou": baseval.score(fs.model, data, eps, lambda mod, b: forward_batch(mod, b, device))["miou"] for name, (eps, data) in scored.items()}
             row["loss_mean"] = sum(interval) / len(interval)
             interval.clear()
-            stop = monitor.update(s, row, lambda: trainable_state(model))
-            if actor is not None and rank == 0:
-                actor.push.remote({"event": "eval", "step": s, "total_steps": steps, **row, "best_step": monitor.best_step, "stopped": stop})
+            stop = fs.monitor.update(s, row, lambda: trainable_state(fs.model))
+            session.push({"event": "eval", "step": s, "total_steps": steps, **row, "best_step": fs.monitor.best_step, "stopped": stop})
         if s % cfg.fit.checkpoint_every == 0 or s == end or stop:
-            with tempfile.TemporaryDirectory(prefix="glocon-fewshot-ckpt-") as tmp:
-                if rank == 0:
-                    save_tensors(
-                        Path(tmp) / "state.pt",
-                        {
-                            "format": STATE_FORMAT, "model": trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "step": s, "fold": fold, "shots": shots, "monitor": monitor.state_dict(),
-                        },
-                    )  # fmt: skip
-                    atomic_write_json(Path(tmp) / "metrics.json", dict(m, loss_mean=sum(losses) / len(losses), stopped=monitor.stopped, best_step=monitor.best_step))
-                save_tensors(Path(tmp) / f"rng-rank{rank}.pt", rng_state())
-                ray.train.report(dict(m, loss_mean=sum(losses) / len(losses)), checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=checkpoint_name(s))
+            reported = dict(m, loss_mean=sum(losses) / len(losses))
+            on_file = dict(reported, stopped=fs.monitor.stopped, best_step=fs.monitor.best_step)
+            session.checkpoint(s, reported, lambda: fs.state(s, fold, shots), file_metrics=on_file)
             losses.clear()
-            maybe_die(cfg.fit.fault, s, rank)
+            session.maybe_die(s)
         return stop
 
-    train_steps(net, as_segmenter(unwrap(net)).loss, optimizer, scheduler, dataset, batch_size=per_worker, start_step=step, device=device, loader_workers=cfg.fit.loader_workers, on_step=on_step)
-    if actor is not None and rank == 0:
-        actor.push.remote({"event": "done", "step": steps})
+    train_steps(net, as_segmenter(unwrap(net)).loss, fs.optimizer, fs.scheduler, dataset, batch_size=per_worker, start_step=step, device=device, loader_workers=cfg.fit.loader_workers, on_step=on_step)
+    session.push({"event": "done", "step": steps})
 
 
 def _source_digest(cfg: FewShotConfig, source: EpisodeSource | None) -> str:
@@ -320,36 +300,20 @@ def fit(plugin: FewShotPlugin, cfg: FewShotConfig | Mapping[str, Any], source: E
 
 
 def _fit_one(plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, shots: int, source: EpisodeSource | None, cache_root: str | None, dash: Dashboard) -> dict[str, Any]:
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from glocon.train.checkpoint import load_resumable
-    from glocon.train.metrics_actor import MetricsActor, MetricsPoller
+    from glocon.train.metrics_actor import MetricsActor
 
     storage = str(Path(cfg.fit.storage_path).resolve()) if "://" not in cfg.fit.storage_path else cfg.fit.storage_path
     save_resolved(cfg, run_dir(cfg, fold, shots))
     actor = MetricsActor.remote()  # type: ignore[attr-defined]  # @ray.remote adds .remote at run time; mypy sees the plain class
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "cfg": resolve_paths(cfg).model_dump(mode="json"), "plugin": plugin, "fold": fold, "shots": shots, "source": source,
-            "metrics_actor": actor, "cache_root": cache_root,
-        },  # fmt: skip
-        scaling_config=ScalingConfig(num_workers=cfg.fit.num_workers, use_gpu=torch.cuda.is_available(), resources_per_worker={"CPU": cfg.fit.cpus_per_worker}),
-        run_config=RunConfig(
-            name=run_name(cfg, fold, shots),
-            storage_path=storage,
-            failure_config=FailureConfig(max_failures=cfg.fit.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            logging_config=train_logging(),  # type: ignore[call-arg]  # ray.train's RunConfig is Train V2's at run time; mypy reads ray.air's
-        ),
-    )
-    history: list[dict[str, Any]] = []
+    loop_config = {"cfg": resolve_paths(cfg).model_dump(mode="json"), "plugin": plugin, "fold": fold, "shots": shots, "source": source, "metrics_actor": actor, "cache_root": cache_root}
+    spec = RunSpec(
+        name=run_name(cfg, fold, shots), storage_path=storage, num_workers=cfg.fit.num_workers, cpus_per_worker=cfg.fit.cpus_per_worker,
+        num_to_keep=cfg.fit.num_to_keep, max_failures=cfg.fit.max_failures,
+    )  # fmt: skip
+    trainer = build_trainer(train_loop_per_worker, loop_config, spec)
     tb = tblog.run_log(run_dir(cfg, fold, shots), "fit")  # <run>/tb/ for TensorBoard (optional)
 
     def on_metrics(m: dict[str, Any]) -> None:
-        history.append(m)
         tb.log(m)
         if m.get("event") == "start":
             dash.update(completed=m["step"], total=m["total_steps"])
@@ -361,10 +325,8 @@ def _fit_one(plugin: FewShotPlugin, cfg: FewShotConfig, fold: int, shots: int, s
         elif "loss" in m:
             dash.update(completed=m["step"], total=m["total_steps"], loss=m["loss"], lr=m["lr"])
 
-    with MetricsPoller(actor, on_metrics):
-        result = trainer.fit()
+    result, history = fit_with_feed(trainer, actor, on_metrics)
     tb.close()
-    ray.kill(actor)
     if (error := getattr(result, "error", None)) is not None:
         raise error
     # The newest checkpoint that loads; a finished run whose last checkpoint was damaged after

@@ -13,25 +13,23 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from glocon import seeds
 from glocon.io import atomic_write_json
 from glocon.models.prior import PriorExtractor, save_export
-from glocon.train.checkpoint import METRICS, PRIOR, CheckpointNames, load_resumable, load_tensors, rng_file, rng_state, save_state, save_tensors, set_rng_state
-from glocon.train.config import PretrainConfig
-from glocon.train.faults import maybe_die
 from glocon.data.shardset import ShardSet
+from glocon.train.checkpoint import METRICS, PRIOR, STATE_FORMAT, load_state
+from glocon.train.config import PretrainConfig
 from glocon.train.data import view_batches, worker_samples
 from glocon.train.momentum import momentum_twin, update_momentum
 from glocon.train.queues import KeyQueue
-from glocon.train.step import forward_losses
+from glocon.train.run import WorkerSession
+from glocon.train.step import LossParts, forward_losses
 from glocon.train.views import TwoViews
 
 
@@ -57,192 +55,168 @@ def lr_lambda(total_steps: int, schedule: str, warmup_steps: int = 0):
     return f
 
 
-def _maybe_die(cfg: PretrainConfig, step: int, rank: int) -> None:
-    maybe_die(cfg.fault, step, rank)
-
-
 def _local_storage(cfg: PretrainConfig) -> Path | None:
-    return None if "://" in cfg.storage_path else Path(cfg.storage_path) / cfg.name
+    return None if "://" in cfg.storage_path else cfg.run_dir
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-
-    from glocon.raycluster import quiet_train_reports
-
-    quiet_train_reports()
-
-    cfg = PretrainConfig.model_validate(config["cfg"])
-    actor = config.get("metrics_actor")
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    use_amp = cfg.amp and device.type == "cuda"
-
-    # Same seed for the weights on every worker (the twin is copied before DDP broadcasts).
-    torch.manual_seed(cfg.seed)
-    model = PriorExtractor(cfg.model).to(device)
-    model.backbone.freeze_(cfg.freeze, cfg.freeze_bn_stats)  # before the twin is copied: it keeps the same stages frozen
-    twin = momentum_twin(model).to(device)
-    dim = cfg.model.proj_dim
-    queue_g = KeyQueue(cfg.loss.queue_global, dim, seed=seeds.queue(cfg.seed, "global"), device=device, start=cfg.loss.queue_start)
-    queue_l = KeyQueue(cfg.loss.queue_local, dim, seed=seeds.queue(cfg.seed, "local"), device=device, start=cfg.loss.queue_start)
-    torch.manual_seed(seeds.worker(cfg.seed, rank))  # then per-worker randomness (views)
-
-    urls = [u for spec in (cfg.data.shards, *cfg.data.extra_shards) for u in ShardSet.open(spec).urls]
-    n_samples = cfg.data.samples_per_epoch or sum(ShardSet.open(spec).count for spec in (cfg.data.shards, *cfg.data.extra_shards))
+def epoch_plan(cfg: PretrainConfig) -> tuple[list[str], int, int]:
+    """The shard urls, steps per epoch (full global batches) and total steps of a run."""
+    specs = (cfg.data.shards, *cfg.data.extra_shards)
+    urls = [u for spec in specs for u in ShardSet.open(spec).urls]
+    n_samples = cfg.data.samples_per_epoch or sum(ShardSet.open(spec).count for spec in specs)
     steps_per_epoch = n_samples // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{n_samples} samples in {cfg.data.shards} give no full global batch of {cfg.batch_size}")
-    total_steps = steps_per_epoch * cfg.epochs
+    return urls, steps_per_epoch, steps_per_epoch * cfg.epochs
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
-    warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.optim.schedule, warmup))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    step, resumed_from, resumed_sha = 0, -1, ""
-    checkpoint_name = CheckpointNames(cfg.run_dir if "://" not in cfg.storage_path else None)  # before this attempt writes any
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as latest:
-            # A truncated latest checkpoint (killed mid-write, full disk) falls back to the newest good one.
-            state, folder = load_resumable(latest, cfg.run_dir if "://" not in cfg.storage_path else None)
-            model.load_state_dict(state["model"])
-            twin.load_state_dict(state["twin"])
-            queue_g.load_state_dict(state["queue_global"])
-            queue_l.load_state_dict(state["queue_local"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if "scaler" in state and use_amp:
-                scaler.load_state_dict(state["scaler"])
-            step = int(state["step"])
-            if (Path(folder) / rng_file(rank)).is_file():
-                set_rng_state(load_tensors(Path(folder) / rng_file(rank)))
-        resumed_from, resumed_sha = step, queue_digest(queue_l) + queue_digest(queue_g)
+class Pretraining:
+    """The method's state on one worker, in MoCo's builder style: the query encoder, its momentum
+    twin, both key queues (Eq. 5 and 6's negatives), SGD, the lr schedule and the AMP scaler."""
 
-    # Query encoder gradients are averaged by DDP (gloo on CPU, NCCL on GPU); a zero loss weight
-    # leaves one head unused, which DDP must be told about.
-    unused = not (cfg.loss.w_global and cfg.loss.w_local)
-    net = DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
-    views = TwoViews(cfg.data.image_size, cfg.views)
-    per_worker = cfg.per_worker_batch
-    since_report: list[float] = []
-    last_ckpt = ""
-    local_run = _local_storage(cfg)
+    def __init__(self, cfg: PretrainConfig, device: torch.device, rank: int, steps_per_epoch: int, total_steps: int) -> None:
+        self.cfg, self.amp = cfg, cfg.amp and device.type == "cuda"
+        # Same seed for the weights on every worker (the twin is copied before DDP broadcasts).
+        torch.manual_seed(cfg.seed)
+        self.model = PriorExtractor(cfg.model).to(device)
+        self.model.backbone.freeze_(cfg.freeze, cfg.freeze_bn_stats)  # before the twin is copied: it keeps the same stages frozen
+        self.twin = momentum_twin(self.model).to(device)
+        dim, loss = cfg.model.proj_dim, cfg.loss
+        self.queue_g = KeyQueue(loss.queue_global, dim, seed=seeds.queue(cfg.seed, "global"), device=device, start=loss.queue_start)
+        self.queue_l = KeyQueue(loss.queue_local, dim, seed=seeds.queue(cfg.seed, "local"), device=device, start=loss.queue_start)
+        torch.manual_seed(seeds.worker(cfg.seed, rank))  # then per-worker randomness (views)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+        warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(total_steps, cfg.optim.schedule, warmup))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
-    def push(metrics: dict[str, Any]) -> None:
-        if actor is not None and rank == 0:
-            actor.push.remote(metrics)
+    def state(self, step: int, epoch: int) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT, "model": self.model.state_dict(), "twin": self.twin.state_dict(),
+            "queue_global": self.queue_g.state_dict(), "queue_local": self.queue_l.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "step": step, "epoch": epoch, "config": self.cfg.model_dump(mode="json"),
+        }  # fmt: skip
 
-    push({"event": "start", "step": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from})
+    def load(self, state: dict[str, Any]) -> int:
+        """Restore a checkpoint's state; returns its step."""
+        self.model.load_state_dict(state["model"])
+        self.twin.load_state_dict(state["twin"])
+        self.queue_g.load_state_dict(state["queue_global"])
+        self.queue_l.load_state_dict(state["queue_local"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state and self.amp:
+            self.scaler.load_state_dict(state["scaler"])
+        return int(state["step"])
 
-    prober = None
-    if cfg.probe.every_epochs and rank == 0:
-        from glocon.probe.run import EpochProber
+    def queues_sha(self) -> str:
+        return queue_digest(self.queue_l) + queue_digest(self.queue_g)
 
-        p = cfg.probe
-        prober = EpochProber(p.train_shards or cfg.data.shards, p.val_shards, p.limit, p.input_size, p.map)
+    def step(self, net: torch.nn.Module, batch: dict[str, torch.Tensor], step: int, rank: int) -> tuple[LossParts, float]:
+        """One optimiser step of Eq. (7) (momentum update, both losses, enqueue); (loss parts, lr used)."""
+        cfg = self.cfg
+        update_momentum(self.model, self.twin, cfg.momentum)  # MoCo updates the key encoder before encoding keys
+        g = torch.Generator().manual_seed(seeds.patch_sampling(cfg.seed, step, rank))
+        parts = forward_losses(
+            net, self.twin, batch, self.queue_g, self.queue_l,
+            tau=cfg.loss.tau, w_global=cfg.loss.w_global, w_local=cfg.loss.w_local,
+            max_patches=cfg.loss.max_patches, min_patch_area=cfg.loss.min_patch_area, pooling=cfg.loss.pooling,
+            bn=cfg.bn, seed=cfg.seed, step=step, generator=g, amp=self.amp,
+        )  # fmt: skip
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(parts.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        if cfg.loss.w_global:
+            self.queue_g.gather_and_enqueue(parts.keys_global)
+        if cfg.loss.w_local:
+            self.queue_l.gather_and_enqueue(parts.keys_local)
+        return parts, lr
 
-    def report(metrics: dict[str, Any], epoch_end: bool) -> str:
-        name = checkpoint_name(step)
-        if prober is not None and epoch_end and (metrics["epoch"] + 1) % cfg.probe.every_epochs == 0:
+
+class _Checkpoints:
+    """Rank 0's epoch-end probe and exports around each checkpoint report, and the loss mean since the last one."""
+
+    def __init__(self, cfg: PretrainConfig, session: WorkerSession, method: Pretraining, resumed_sha: str) -> None:
+        self.cfg, self.session, self.method, self.resumed_sha = cfg, session, method, resumed_sha
+        self.losses: list[float] = []
+        self.last = ""
+        self.prober = None
+        if cfg.probe.every_epochs and session.rank == 0:
+            from glocon.probe.run import EpochProber
+
+            p = cfg.probe
+            self.prober = EpochProber(p.train_shards or cfg.data.shards, p.val_shards, p.limit, p.input_size, p.map)
+
+    def after_step(self, metrics: dict[str, Any], epoch_end: bool, stop: bool) -> None:
+        cfg, step = self.cfg, metrics["step"]
+        self.losses.append(metrics["loss"])
+        if not (epoch_end or stop or step % cfg.checkpoint.every_steps == 0):
+            return
+        reported = dict(metrics, loss_mean=sum(self.losses) / len(self.losses), epoch_end=epoch_end, resumed_queue_sha=self.resumed_sha, previous_checkpoint=self.last)
+        if self.prober is not None and epoch_end and (metrics["epoch"] + 1) % cfg.probe.every_epochs == 0:
             t_probe = time.perf_counter()
-            metrics["probe_retrieval_miou"] = prober(model)  # rank 0 only; the others wait at the next collective
-            push({"event": "probe", "step": step, "epoch": metrics["epoch"], "retrieval_miou": metrics["probe_retrieval_miou"], "seconds": time.perf_counter() - t_probe})
-        with tempfile.TemporaryDirectory(prefix="glocon-ckpt-") as tmp:
-            if rank == 0:
-                save_state(
-                    tmp,
-                    {
-                        "model": model.state_dict(),
-                        "twin": twin.state_dict(),
-                        "queue_global": queue_g.state_dict(),
-                        "queue_local": queue_l.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "step": step,
-                        "epoch": metrics["epoch"],
-                        "config": cfg.model_dump(mode="json"),
-                    },
-                )
-                atomic_write_json(Path(tmp) / METRICS, metrics)
-                if epoch_end:
-                    extra = {"step": step, "epoch": metrics["epoch"], "run": cfg.name, "protocol": cfg.protocol}
-                    save_export(model, Path(tmp) / PRIOR, extra=extra)
-                    if cfg.checkpoint.epoch_exports and local_run is not None:
-                        out = local_run / "epochs" / f"epoch-{metrics['epoch']:04d}"
-                        save_export(model, out / PRIOR, extra=extra)
-                        atomic_write_json(out / METRICS, metrics)
-            save_tensors(Path(tmp) / rng_file(rank), rng_state())
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
-        return name
+            reported["probe_retrieval_miou"] = self.prober(self.method.model)  # rank 0 only; the others wait at the next collective
+            self.session.push({"event": "probe", "step": step, "epoch": metrics["epoch"], "retrieval_miou": reported["probe_retrieval_miou"], "seconds": time.perf_counter() - t_probe})
+        self.last = self.session.checkpoint(step, reported, lambda: self.method.state(step, metrics["epoch"]), extra=self._exports(reported) if epoch_end else None)
+        self.losses = []
+        self.session.push({"event": "checkpoint", "step": step, "epoch": metrics["epoch"], "checkpoint": self.last, "epoch_end": epoch_end})
 
-    start_epoch = step // steps_per_epoch
-    for epoch in range(start_epoch, cfg.epochs):
+    def _exports(self, metrics: dict[str, Any]) -> Any:
+        """An epoch end's prior export inside the checkpoint, and (local storage) in ``epochs/``."""
+        cfg, model = self.cfg, self.method.model
+        extra = {"step": metrics["step"], "epoch": metrics["epoch"], "run": cfg.name, "protocol": cfg.protocol}
+
+        def write(folder: Path) -> None:
+            save_export(model, folder / PRIOR, extra=extra)
+            if cfg.checkpoint.epoch_exports and self.session.run_dir is not None:
+                out = self.session.run_dir / "epochs" / f"epoch-{metrics['epoch']:04d}"
+                save_export(model, out / PRIOR, extra=extra)
+                atomic_write_json(out / METRICS, metrics)
+
+        return write
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: the PretrainConfig under "cfg", optionally the metrics actor under "metrics_actor"."""
+    cfg = PretrainConfig.model_validate(config["cfg"])
+    session = WorkerSession(_local_storage(cfg), config.get("metrics_actor"), cfg.fault)
+    rank, world, device = session.rank, session.world, session.device
+    urls, steps_per_epoch, total_steps = epoch_plan(cfg)
+    method = Pretraining(cfg, device, rank, steps_per_epoch, total_steps)
+    step, resumed_from, resumed_sha = 0, -1, ""
+    if (resumed := session.resume(load_state)) is not None:
+        step = method.load(resumed[0])
+        resumed_from, resumed_sha = step, method.queues_sha()
+    # a zero loss weight leaves one head unused, which DDP must be told about
+    net = session.ddp(method.model, find_unused=not (cfg.loss.w_global and cfg.loss.w_local))
+    views, per_worker = TwoViews(cfg.data.image_size, cfg.views), cfg.per_worker_batch
+    checkpoints = _Checkpoints(cfg, session, method, resumed_sha)
+    session.push({"event": "start", "step": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from})
+    for epoch in range(step // steps_per_epoch, cfg.epochs):
         first = step - epoch * steps_per_epoch
         stream = worker_samples(urls, rank, world, seed=seeds.epoch_stream(cfg.seed, epoch, first), shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled, epoch_samples=(steps_per_epoch - first) * per_worker)
         batches = view_batches(stream, views, cfg.data.patch_method, per_worker)
         for _ in range(first, steps_per_epoch):
-            _maybe_die(cfg, step, rank)
+            session.maybe_die(step)
             t0 = time.perf_counter()
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            update_momentum(model, twin, cfg.momentum)  # MoCo updates the key encoder before encoding keys
-            g = torch.Generator().manual_seed(seeds.patch_sampling(cfg.seed, step, rank))
-            parts = forward_losses(
-                net, twin, batch, queue_g, queue_l,
-                tau=cfg.loss.tau, w_global=cfg.loss.w_global, w_local=cfg.loss.w_local,
-                max_patches=cfg.loss.max_patches, min_patch_area=cfg.loss.min_patch_area, pooling=cfg.loss.pooling,
-                bn=cfg.bn, seed=cfg.seed, step=step, generator=g, amp=use_amp,
-            )  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(parts.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            if cfg.loss.w_global:
-                queue_g.gather_and_enqueue(parts.keys_global)
-            if cfg.loss.w_local:
-                queue_l.gather_and_enqueue(parts.keys_local)
+            parts, lr = method.step(net, batch, step, rank)
             step += 1
-            dt = time.perf_counter() - t0
-            loss = float(parts.total.detach())
-            since_report.append(loss)
             metrics = {
-                "step": step,
-                "epoch": epoch,
-                "total_steps": total_steps,
-                "loss": loss,
-                "L_global": float(parts.L_global),
-                "L_local": float(parts.L_local),
-                "lr": lr,
-                "images_per_s": per_worker * world / dt,
-                "queue_fill_global": queue_g.fill,
-                "queue_fill_local": queue_l.fill,
-                "patches": parts.n_patches,
+                "step": step, "epoch": epoch, "total_steps": total_steps, "loss": float(parts.total.detach()),
+                "L_global": float(parts.L_global), "L_local": float(parts.L_local), "lr": lr, "images_per_s": per_worker * world / (time.perf_counter() - t0),
+                "queue_fill_global": method.queue_g.fill, "queue_fill_local": method.queue_l.fill, "patches": parts.n_patches,
                 "patches_per_image": parts.n_patches / per_worker,  # on this worker; L_local's pairs per view
                 "resumed_from_step": resumed_from,
-            }
-            push(metrics)
-            epoch_end = step % steps_per_epoch == 0
+            }  # fmt: skip
+            session.push(metrics)
             stop = cfg.stop_at_step is not None and step >= cfg.stop_at_step
-            if epoch_end or stop or step % cfg.checkpoint.every_steps == 0:
-                reported = dict(
-                    metrics,
-                    loss_mean=sum(since_report) / len(since_report),
-                    epoch_end=epoch_end,
-                    resumed_queue_sha=resumed_sha,
-                    previous_checkpoint=last_ckpt,
-                )
-                last_ckpt = report(reported, epoch_end)
-                since_report = []
-                push({"event": "checkpoint", "step": step, "epoch": epoch, "checkpoint": last_ckpt, "epoch_end": epoch_end})
+            checkpoints.after_step(metrics, step % steps_per_epoch == 0, stop)
             if stop:
-                push({"event": "stopped", "step": step})
+                session.push({"event": "stopped", "step": step})
                 return
-    push({"event": "done", "step": step})
-
-
+    session.push({"event": "done", "step": step})

@@ -46,9 +46,10 @@ from glocon.io import atomic_write_text
 from glocon.models.prior import PriorExtractor, save_export
 from glocon.paths import resolve, resolve_all
 from glocon.preflight import check_pretrain
-from glocon.raycluster import train_logging
 from glocon.train.checkpoint import load_state
 from glocon.train.config import PretrainConfig
+from glocon.train.run import RunSpec, fit_with_feed
+from glocon.train.run import build_trainer as build_run_trainer
 from glocon.train.epochs import EpochRecord, epoch_records  # noqa: F401  (re-exported: this module's API for the sweep helper)
 
 EXPORT_NAME = "prior.pt"
@@ -100,32 +101,20 @@ def resolved(cfg: PretrainConfig) -> PretrainConfig:
     return PretrainConfig.model_validate(data)
 
 
+def run_spec(cfg: PretrainConfig, callbacks: list | None = None) -> RunSpec:
+    """The run's place in Ray Train (``glocon.train.run``), from a resolved config."""
+    return RunSpec(
+        name=cfg.name, storage_path=cfg.storage_path, num_workers=cfg.num_workers, cpus_per_worker=cfg.cpus_per_worker, use_gpu=cfg.use_gpu,
+        num_to_keep=cfg.checkpoint.num_to_keep, max_failures=cfg.max_failures, callbacks=list(callbacks or []),
+    )  # fmt: skip
+
+
 def build_trainer(cfg: PretrainConfig, *, callbacks: list | None = None, metrics_actor: Any = None):
     """The TorchTrainer of a pretraining run (not started). Same (storage_path, name) = same run."""
-    import torch
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from glocon.train.loop import train_loop_per_worker
 
     cfg = resolved(cfg)
-    use_gpu = torch.cuda.is_available() if cfg.use_gpu is None else cfg.use_gpu
-    resources = {"CPU": cfg.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = 1
-    return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "metrics_actor": metrics_actor},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(
-            name=cfg.name,
-            storage_path=cfg.storage_path,
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
-            callbacks=callbacks or None,
-            logging_config=train_logging(),
-        ),
-    )
+    return build_run_trainer(train_loop_per_worker, {"cfg": cfg.model_dump(mode="json"), "metrics_actor": metrics_actor}, run_spec(cfg, callbacks))
 
 
 def export_from_checkpoint(checkpoint_dir: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfig) -> Path:
@@ -178,10 +167,8 @@ class _Feed:
 
 def run_pretraining(cfg: PretrainConfig, *, callbacks: list | None = None) -> PretrainResult:
     """Start (or resume: same storage_path + name) a run, show the Dashboard, write the final export."""
-    import ray
-
     from glocon.raycluster import init_ray
-    from glocon.train.metrics_actor import MetricsActor, MetricsPoller
+    from glocon.train.metrics_actor import MetricsActor
 
     cfg = resolved(cfg)
     check_pretrain(cfg)  # before Ray starts: a job that cannot succeed says so in one line
@@ -193,8 +180,7 @@ def run_pretraining(cfg: PretrainConfig, *, callbacks: list | None = None) -> Pr
     trainer = build_trainer(cfg, callbacks=callbacks, metrics_actor=actor)
     with Dashboard(f"pretrain {cfg.name}", total=None, unit="steps", log_every_s=cfg.log_every_s) as dash:
         feed = _Feed(dash, run_dir / METRICS_LOG)
-        with MetricsPoller(actor, feed) as poller:
-            result = trainer.fit()
+        result, history = fit_with_feed(trainer, actor, feed)
         feed.flush()
         feed.tb.close()
         export = None
@@ -202,5 +188,4 @@ def run_pretraining(cfg: PretrainConfig, *, callbacks: list | None = None) -> Pr
             with result.checkpoint.as_directory() as folder:
                 export = export_from_checkpoint(folder, run_dir / EXPORT_NAME, cfg)
             dash.log(f"export written: {export}")
-    ray.kill(actor)
-    return PretrainResult(result=result, export_path=export, history=list(poller.history))
+    return PretrainResult(result=result, export_path=export, history=history)
