@@ -14,6 +14,11 @@ _OWN_STORE = None if "GLOCON_STORE" in os.environ else tempfile.mkdtemp(prefix="
 if _OWN_STORE is not None:
     os.environ["GLOCON_STORE"] = _OWN_STORE
 
+# Ray Train V2's controller polls its workers every 2 s (ray.train.v2._internal.constants), so each of
+# the suite's ~60 short Train runs waited up to that long to be seen finished or failed: 0.2 s took
+# tests/test_fewshot_job.py's seven-run test from 140 s to 120 s. Jobs the tests start inherit it.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GLOCON_SHARED_DATA", REPO.parent / "shared" / "data"))
 COCO128 = SHARED_DATA / "coco128"
