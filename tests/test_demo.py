@@ -66,7 +66,7 @@ def test_the_whole_demo_runs_end_to_end_at_test_size_and_reports_every_row(tmp_p
         (tmp_path / "configs" / name).write_text(text)
     demo = (REPO / "configs" / "demo.yaml").read_text()
     demo = demo.replace("embedded: {n_images: 400, size: 256, seed: 0}", "embedded: {n_images: 64, size: 96, seed: 0}")
-    demo = demo.replace("pretrain_config: configs/pretrain-embedded.yaml", "pretrain_config: configs/pretrain-demo.yaml")
+    demo = demo.replace("pretrain_config: configs/pretrain-embedded-lite0.yaml", "pretrain_config: configs/pretrain-demo.yaml")
     assert "n_images: 64," in demo and "pretrain-demo.yaml" in demo
     (tmp_path / "configs" / "demo.yaml").write_text(demo + "val_images: 24\nquery_point: [30, 30]\n")
     # the tiny stage configs as they are: the demo's own sizes (epochs, fit steps) are for the full data
