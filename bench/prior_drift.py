@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     from glocon.probe import features as pf
     from glocon.probe.metrics import auroc
     from glocon.probe.priormap import separability
-    from glocon.probe.run import _samples
+    from glocon.probe.run import labelled_samples
 
-    val = _samples(args.val, None, "val")
+    val = labelled_samples(args.val, None, "val")
     store = open_store(StoreConfig())
     init = pf.extract(pf.build_encoder(f"init:{args.prior}"), val, args.map, args.input_size, 16, store)
     pre = pf.extract(pf.build_encoder(args.prior), val, args.map, args.input_size, 16, store)

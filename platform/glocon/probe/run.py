@@ -49,7 +49,8 @@ LABELS = {
 
 
 # -- data --------------------------------------------------------------------------------------
-def _samples(spec: str, limit: int | None, key: str = "train_shards") -> list[Sample]:
+def labelled_samples(spec: str, limit: int | None, key: str = "train_shards") -> list[Sample]:
+    """The first ``limit`` samples with a mask of a shard set (``key`` names the config key in errors)."""
     from glocon.data.shardindex import ShardIndex
     from glocon.errors import DataError
 
@@ -58,8 +59,8 @@ def _samples(spec: str, limit: int | None, key: str = "train_shards") -> list[Sa
     except (DataError, FileNotFoundError) as exc:
         raise ConfigError(f"probe: {key}={spec}: {exc}") from None
     out = []
-    for key in index.keys():
-        s = index.get(key)
+    for sample_key in index.keys():
+        s = index.get(sample_key)
         if s.mask is not None:
             out.append(s)
         if limit is not None and len(out) >= limit:
@@ -77,12 +78,12 @@ def load_splits(cfg: ProbeConfig) -> tuple[list[Sample], list[Sample]]:
     if not cfg.train_shards:
         raise ConfigError("probe: train_shards is empty; expected a labelled shard folder or manifest (glocon shards)")
     if cfg.val_shards:
-        train, val = _samples(cfg.train_shards, cfg.limit), _samples(cfg.val_shards, cfg.limit, "val_shards")
+        train, val = labelled_samples(cfg.train_shards, cfg.limit), labelled_samples(cfg.val_shards, cfg.limit, "val_shards")
         clash = {s.key for s in train} & {s.key for s in val}
         if clash:
             raise ConfigError(f"probe: {len(clash)} keys are in both train_shards and val_shards, e.g. {sorted(clash)[:3]}; the val images must be held out")
     else:
-        both = _samples(cfg.train_shards, None)
+        both = labelled_samples(cfg.train_shards, None)
         train = [s for s in both if not held_out(s.key, cfg.val_fraction)][: cfg.limit]
         val = [s for s in both if held_out(s.key, cfg.val_fraction)][: cfg.limit]
     for name, split in (("train", train), ("val", val)):
