@@ -112,7 +112,9 @@ def test_mlflow_gets_the_same_scalars_only_when_a_tracking_uri_is_set(tmp_path, 
     # A URI without mlflow installed: training goes on, the reason is said once.
     monkeypatch.setitem(sys.modules, "mlflow", None)
     monkeypatch.setattr(tblog, "_said", set())
-    tblog.run_log(tmp_path / "none", "pretrain").log(step(1))
+    unlogged = tblog.run_log(tmp_path / "none", "pretrain")
+    unlogged.log(step(1))
+    unlogged.close()  # its writer thread must not outlive tmp_path (deleted when a passing test ends)
     assert "mlflow is not installed" in capsys.readouterr().err
 
 
