@@ -42,8 +42,13 @@ def load_tensors(path: str | os.PathLike) -> dict[str, Any]:
     return load_weights_only(path, "checkpoint")
 
 
+def stamped(state: dict[str, Any]) -> dict[str, Any]:
+    """A pretraining state as written: stamped with ``STATE_FORMAT``, which ``load_state`` checks."""
+    return {"format": STATE_FORMAT, **state}
+
+
 def save_state(folder: str | os.PathLike, state: dict[str, Any]) -> Path:
-    return save_tensors(Path(folder) / STATE, {"format": STATE_FORMAT, **state})
+    return save_tensors(Path(folder) / STATE, stamped(state))
 
 
 def load_state(folder: str | os.PathLike) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from glocon import seeds
 from glocon.io import atomic_write_json
 from glocon.models.prior import PriorExtractor, save_export
 from glocon.data.shardset import ShardSet
-from glocon.train.checkpoint import METRICS, PRIOR, STATE_FORMAT, load_state
+from glocon.train.checkpoint import METRICS, PRIOR, load_state, stamped
 from glocon.train.config import PretrainConfig
 from glocon.train.data import view_batches, worker_samples
 from glocon.train.momentum import momentum_twin, update_momentum
@@ -91,12 +91,12 @@ class Pretraining:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
     def state(self, step: int, epoch: int) -> dict[str, Any]:
-        return {
-            "format": STATE_FORMAT, "model": self.model.state_dict(), "twin": self.twin.state_dict(),
+        return stamped({
+            "model": self.model.state_dict(), "twin": self.twin.state_dict(),
             "queue_global": self.queue_g.state_dict(), "queue_local": self.queue_l.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "step": step, "epoch": epoch, "config": self.cfg.model_dump(mode="json"),
-        }  # fmt: skip
+        })  # fmt: skip
 
     def load(self, state: dict[str, Any]) -> int:
         """Restore a checkpoint's state; returns its step."""
