@@ -2,9 +2,10 @@
 commands (pretraining and sweep) run verbatim against a local head, and a drill that kills the
 driver with SIGKILL and reruns the same command.
 
-In a module of their own, with no Ray in the pytest process, so that the cluster each test
-starts is the only Ray on the machine while it runs. Each test ends exactly the Ray processes it
-started (``tests/ray_procs.py``), never others.
+In a module of their own, with no Ray in the pytest process, so that the cluster a test runs on
+is the only Ray on the machine while it runs: the drill's own, then one head that both README
+tests submit to (the ``head`` fixture). Each ends exactly the Ray processes it started
+(``tests/ray_procs.py``), never others.
 """
 
 from __future__ import annotations
@@ -133,6 +134,16 @@ def local_head(temp: Path) -> Iterator[dict[str, str]]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def head(coco128) -> Iterator[tuple[Path, dict[str, str]]]:
+    """One local head for both README submit tests: a head and its job agent take 20-40 s to come
+    up on 2 cores, and each test's two submissions are independent jobs on it, as a user's are.
+    Module-scoped, so it starts after the SIGKILL drill (which needs no other Ray) has ended."""
+    temp = Path(f"/tmp/gjs-{os.getpid()}")
+    with local_head(temp) as env:
+        yield temp, env
+
+
 def submit(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run a README command line verbatim (bash, in ``cwd``), retrying while the job agent starts."""
     deadline = time.time() + 300  # generous: on a loaded 2-core machine the agent took > 120 s
@@ -187,7 +198,7 @@ def no_outputs_in_rays_copies(temp: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_readme_ray_job_submit_for_pretraining_keeps_its_export_and_a_second_submission_resumes(coco128, no_ray_in_process, tmp_path):
+def test_readme_ray_job_submit_for_pretraining_keeps_its_export_and_a_second_submission_resumes(coco128, no_ray_in_process, head, tmp_path):
     command = readme_submit_commands()["pretrain"]
     assert "--working-dir ." in command and "GLOCON_SUBMIT_DIR" in command
     work = checkout(tmp_path / "clone", coco128, n_images=16)
@@ -195,18 +206,17 @@ def test_readme_ray_job_submit_for_pretraining_keeps_its_export_and_a_second_sub
     config.write_text(TINY_PRETRAIN + "stop_at_step: 2\n")  # the first submission stops after its step-2 checkpoint
     run_dir = work / "runs" / "pretrain" / "pretrain-demo"
     assert "`runs/pretrain/pretrain-demo/prior.pt`" in README.read_text()  # where the README says the export lands
-    temp = Path(f"/tmp/gjs-{os.getpid()}")
-    with local_head(temp) as env:
-        first = submit(command, work, env)
-        log = first.stdout + first.stderr
-        assert first.returncode == 0 and "succeeded" in log, log[-4000:]
-        assert "[pretrain pretrain-demo]" in log and "loss=" in log  # plain dashboard lines, not a TTY
-        assert read_export(run_dir / "prior.pt")["extra"]["step"] == 2
-        config.write_text(TINY_PRETRAIN)  # a file changed: Ray uploads a new copy, the run must still resume
-        second = submit(command, work, env)
-        log = second.stdout + second.stderr
-        assert second.returncode == 0 and "succeeded" in log, log[-4000:]
-        no_outputs_in_rays_copies(temp)
+    temp, env = head
+    first = submit(command, work, env)
+    log = first.stdout + first.stderr
+    assert first.returncode == 0 and "succeeded" in log, log[-4000:]
+    assert "[pretrain pretrain-demo]" in log and "loss=" in log  # plain dashboard lines, not a TTY
+    assert read_export(run_dir / "prior.pt")["extra"]["step"] == 2
+    config.write_text(TINY_PRETRAIN)  # a file changed: Ray uploads a new copy, the run must still resume
+    second = submit(command, work, env)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0 and "succeeded" in log, log[-4000:]
+    no_outputs_in_rays_copies(temp)
     assert [s["resumed_from_step"] for s in _started_runs(run_dir / METRICS_LOG)] == [-1, 2]
     assert torch.load(run_dir / "prior.pt", map_location="cpu", weights_only=True)["extra"]["step"] == 4
 
@@ -234,7 +244,7 @@ dashboard: false
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_readme_ray_job_submit_for_a_sweep_keeps_its_folder_and_a_second_submission_resumes(coco128, no_ray_in_process, tmp_path):
+def test_readme_ray_job_submit_for_a_sweep_keeps_its_folder_and_a_second_submission_resumes(coco128, no_ray_in_process, head, tmp_path):
     command = readme_submit_commands()["sweep"]
     assert "--working-dir ." in command and "GLOCON_SUBMIT_DIR" in command
     work = checkout(tmp_path / "clone", coco128, n_images=24)
@@ -242,17 +252,16 @@ def test_readme_ray_job_submit_for_a_sweep_keeps_its_folder_and_a_second_submiss
     (work / "configs" / "sweep-table6.yaml").write_text(TINY_SWEEP)
     exp_dir = work / "runs" / "sweeps" / "sweep-table6"
     assert "`runs/sweeps/sweep-table6/`" in README.read_text()
-    temp = Path(f"/tmp/gjsw-{os.getpid()}")
-    with local_head(temp) as env:
-        first = submit(command, work, env)
-        log = first.stdout + first.stderr
-        assert first.returncode == 0 and "succeeded" in log, log[-4000:]
-        results = json.loads((exp_dir / "results.json").read_text())
-        assert results["restored"] is False and [t["status"] for t in results["trials"]] == ["done"]
-        assert list((exp_dir / "trains").glob("trial-*/checkpoint-step*"))  # the trial's Train run is here too
-        second = submit(command, work, env)
-        log = second.stdout + second.stderr
-        assert second.returncode == 0 and "(resumed)" in log, log[-4000:]
-        no_outputs_in_rays_copies(temp)
+    temp, env = head
+    first = submit(command, work, env)
+    log = first.stdout + first.stderr
+    assert first.returncode == 0 and "succeeded" in log, log[-4000:]
+    results = json.loads((exp_dir / "results.json").read_text())
+    assert results["restored"] is False and [t["status"] for t in results["trials"]] == ["done"]
+    assert list((exp_dir / "trains").glob("trial-*/checkpoint-step*"))  # the trial's Train run is here too
+    second = submit(command, work, env)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0 and "(resumed)" in log, log[-4000:]
+    no_outputs_in_rays_copies(temp)
     results = json.loads((exp_dir / "results.json").read_text())
     assert results["restored"] is True and [t["status"] for t in results["trials"]] == ["done"]
