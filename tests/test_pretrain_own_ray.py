@@ -10,7 +10,6 @@ tests submit to (the ``head`` fixture). Each ends exactly the Ray processes it s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from glocon.models.prior import load_prior_extractor, read_export
 from glocon.train.pretrain import METRICS_LOG
 
 from inprocess_shards import make_shards_in_process
-from ray_procs import free_port, stop_processes_naming
+from ray_procs import local_head, stop_processes_naming
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -108,32 +107,6 @@ def readme_submit_commands() -> dict[str, str]:
     return commands
 
 
-@contextlib.contextmanager
-def local_head(temp: Path) -> Iterator[dict[str, str]]:
-    """A Ray head on 127.0.0.1 with free ports and its own temp dir; yields the environment in which
-    ``ray job`` commands reach its job server. Ends exactly its own processes (tests/ray_procs.py)."""
-    venv_bin = Path(sys.executable).parent
-    env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
-    env.pop("RAY_ADDRESS", None)
-    port, dash = free_port(), free_port()
-    start = [
-        str(venv_bin / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-        "--port", str(port), "--dashboard-port", str(dash), "--temp-dir", str(temp), "--num-cpus", "2",
-        "--include-dashboard", "true", "--disable-usage-stats",
-        # Other Ray heads may run on this machine: give every fixed-default port a free one.
-        *[arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-                           "--metrics-export-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port")
-          for arg in (flag, str(free_port()))],
-    ]  # fmt: skip
-    try:
-        subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
-        # what the README exports: the job server `ray job submit` talks to (here on a free port)
-        yield dict(env, RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{dash}")
-    finally:
-        stop_processes_naming(temp)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def head(coco128) -> Iterator[tuple[Path, dict[str, str]]]:
     """One local head for both README submit tests: a head and its job agent take 20-40 s to come
@@ -141,6 +114,7 @@ def head(coco128) -> Iterator[tuple[Path, dict[str, str]]]:
     Module-scoped, so it starts after the SIGKILL drill (which needs no other Ray) has ended."""
     temp = Path(f"/tmp/gjs-{os.getpid()}")
     with local_head(temp) as env:
+        env.pop("RAY_ADDRESS")  # as the README: `ray job` finds the head by RAY_API_SERVER_ADDRESS alone
         yield temp, env
 
 

@@ -12,12 +12,14 @@ Not run here, and listed so: ``make demo`` / ``make test`` (the suite is ``make 
 stages run here command by command), the ``ray job submit`` procedure (``tests/test_pretrain_own_ray.py``
 runs it verbatim against a local head), and ``tensorboard`` (a server the user stops).
 
-One module, no Ray in the pytest process: every job starts and ends its own local Ray.
+One module, no Ray in the pytest process: the jobs join one local Ray head started in the clone
+(``ray_address``), as on a cluster; a job's own local Ray is started by tests/test_demo.py's demo.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -29,7 +31,7 @@ from pathlib import Path
 import pytest
 
 import layout_fixtures as lf
-from ray_procs import free_port
+from ray_procs import free_port, local_head
 from shard_writer import write_embedded_shards
 from tiny_configs import TINY  # test-size configs, shared with tests/test_demo.py
 
@@ -57,8 +59,13 @@ def readme_commands() -> list[str]:
     return out
 
 
-def run(command: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(cwd), "GLOCON_CACHE": str(cwd / "runs" / "cache")}
+def job_env(cwd: Path) -> dict[str, str]:
+    """The environment each README command runs in: a user's shell in the clone, nothing of ours."""
+    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(cwd), "GLOCON_CACHE": str(cwd / "runs" / "cache")}
+
+
+def run(command: str, cwd: Path, ray_address: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(job_env(cwd), RAY_ADDRESS=ray_address)
     done = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"README command failed: {command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
@@ -110,6 +117,16 @@ def mirror_shared(dst: Path, n_train: int) -> None:
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         (dst / rel).symlink_to(src)
+
+
+@pytest.fixture(scope="module")
+def ray_address(checkout):
+    """One local Ray head, started in the clone with the commands' environment, that every command
+    joins (``RAY_ADDRESS``, as on a cluster): nine of them use Ray, and a Ray of their own costs
+    each ~10 s to start on 2 cores. Its workers' working folder is the clone, as a job's own Ray's
+    is. A job starting its own local Ray is exercised by tests/test_demo.py and the drills."""
+    with local_head(Path(f"/tmp/grm-{os.getpid()}"), cwd=checkout, env=job_env(checkout)) as env:
+        yield env["RAY_ADDRESS"]
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +316,7 @@ def _command_id(command: str) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("command", readme_commands(), ids=_command_id)
-def test_readme_command_runs_verbatim(checkout, command):
+def test_readme_command_runs_verbatim(checkout, ray_address, command):
     if any(re.search(p, command) for p in ELSEWHERE):
         pytest.skip("run elsewhere: " + next(why for p, why in ELSEWHERE.items() if re.search(p, command)))
     (pattern, check), = [(p, c) for p, c in CHECKS.items() if re.search(p, command)]
@@ -317,4 +334,4 @@ def test_readme_command_runs_verbatim(checkout, command):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
         return
-    check(checkout, run(command, checkout))
+    check(checkout, run(command, checkout, ray_address))
