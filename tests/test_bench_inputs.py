@@ -42,3 +42,36 @@ def test_every_init_of_the_learning_table_names_a_recipe_that_loads(benches, dat
         cfg = load_config(PretrainConfig, REPO / "configs" / name.format(data=data), [])
         assert (cfg.model.weights is None) == (init == "scratch"), (init, name)
 
+
+
+def test_region_maps_bench_says_which_side_each_map_is_high_on(monkeypatch, tmp_path, capsys):
+    """bench/region_maps.py reads what an evaluation's RegionMapAccumulator pooled: a map equal
+    to the object mask is high on objects, its complement on background, a missing folder is named."""
+    import json
+
+    import torch
+
+    from glocon.fewshot.metrics import RegionMapAccumulator
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import region_maps
+
+    gt = torch.zeros(8, 8, dtype=torch.long)
+    gt[2:6, 2:6] = 1
+    folds = {}
+    for fold in ("0", "1"):
+        maps = {}
+        for name, m in (("guided", gt.float()), ("prior", 1.0 - gt.float())):
+            acc = RegionMapAccumulator()
+            acc.update(m.view(1, 1, 8, 8), gt)
+            maps[name] = acc.summary()
+        folds[fold] = {"1": {"region_maps": maps}}
+    (tmp_path / "eval" / "qgnet").mkdir(parents=True)
+    (tmp_path / "eval" / "qgnet" / "results.json").write_text(json.dumps({"folds": folds}))
+    assert region_maps.main([str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "qgnet_guided_object_minus_background_1shot = 1.0000" in out
+    assert "qgnet_prior_object_minus_background_1shot = -1.0000" in out
+    assert "| qgnet | prior | 1 | 0: 0.000 / 1.000, 1: 0.000 / 1.000 | -1.000 | background |" in out
+    assert region_maps.main([str(tmp_path / "nothing")]) == 2
+    assert "nothing: no results.json" in capsys.readouterr().err
