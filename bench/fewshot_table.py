@@ -44,13 +44,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", nargs="+", default=None, help="only these rows (default: every row and control, and the oracle map)")
     ap.add_argument("--fit-seeds", type=int, default=1, help="fits per trained row, training seeds seed, seed+1, ... (fit.seed); rows and differences are the mean over fits, intervals also resample the fits")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the few-shot config (e.g. fit.steps=300 eval.seeds=3)")
-    args = ap.parse_args(argv)
+    # key=value overrides are taken out first, wherever they stand: argparse would read one placed
+    # after --folds or --rows as a fold or a row name (a 4-fold run was lost to `--folds 0 1 2 eval.shots=[5]`)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if is_override(a)]
+    args = ap.parse_args([a for a in argv if not is_override(a)])
+    args.overrides = overrides
 
     from glocon.fewshot.runner import evaluate, fit
     from glocon.fewshot.variants import Variant, comparisons, resolve_row, variant_config, variants
     from glocon.models.prior import PriorArch, read_export, save_imagenet_export, save_untrained_export
     from glocon.plugins import load_plugin
 
+    # rows are checked before anything is built: a misspelt row must not cost a pretraining run first
+    rows = dict(variants(["qgnet", "proto"]))
+    rows[ORACLE] = Variant("qgnet", ("model.guided_map_source=oracle",), "pretrained")
+    if args.rows:
+        unknown = [r for r in args.rows if r not in rows]
+        if unknown:
+            ap.error(f"--rows: unknown row(s) {unknown}; expected some of {list(rows)}")
+        rows = {r: v for r, v in rows.items() if r in args.rows}
     t_start, t_store = time.perf_counter(), time.time()
     shards = Path(args.shards or REPO / "runs" / f"learning-{args.data}").resolve()
     args.prior = ensure_inputs(args.data, shards, args.prior)
@@ -63,13 +76,6 @@ def main(argv: list[str] | None = None) -> int:
             save(arch, path)
         priors[kind] = str(path)
     config = REPO / "configs" / ("fewshot-demo.yaml" if args.data == "embedded" else "fewshot-coco128.yaml")
-    rows = dict(variants(["qgnet", "proto"]))
-    rows[ORACLE] = Variant("qgnet", ("model.guided_map_source=oracle",), "pretrained")
-    if args.rows:
-        unknown = [r for r in args.rows if r not in rows]
-        if unknown:  # e.g. key=value overrides placed after --rows, which argparse reads as row names
-            ap.error(f"--rows: unknown row(s) {unknown}; expected some of {list(rows)} (put key=value overrides before --rows)")
-        rows = {r: v for r, v in rows.items() if r in args.rows}
     dirs: dict[str, list[Path]] = {}
     fits, chosen = {}, {}
     for row, v in rows.items():
@@ -106,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     _headline(dirs, pairs, fits, time.perf_counter() - t_start, t_store)
     return 0
+
+
+def is_override(arg: str) -> bool:
+    """A ``key=value`` config override (``eval.shots=[5]``), not an option or its value."""
+    key, eq, _ = arg.partition("=")
+    return bool(eq) and not arg.startswith("-") and key.replace(".", "").replace("_", "").isalnum()
 
 
 def _headline(dirs: dict, pairs: list, fits: dict, seconds: float, t_store: float) -> None:
@@ -159,7 +171,12 @@ def ensure_inputs(data: str, shards: Path, prior: str | None) -> str:
 def _table(dirs: dict, args, pairs: list, fits: dict, chosen: dict) -> list[str]:
     from glocon.fewshot.evaluate import compare, over_fits
 
-    lines = ["| model | 1-shot mIoU | 5-shot mIoU | 1-shot FB-IoU | 5-shot FB-IoU | fit: kept step (stopped early) / minutes |", "|---|---|---|---|---|---|"]
+    first = json.loads((next(iter(dirs.values()))[0] / "results.json").read_text())["mean"]
+    shots = sorted(first, key=int)  # the shot counts evaluated (eval.shots: one of them alone is a valid table)
+    lines = [
+        "| model | " + " | ".join(f"{k}-shot mIoU" for k in shots) + " | " + " | ".join(f"{k}-shot FB-IoU" for k in shots) + " | fit: kept step (stopped early) / minutes |",
+        "|---|" + "---|" * (2 * len(shots) + 1),
+    ]
     for row, ds in dirs.items():
         m = json.loads((ds[0] / "results.json").read_text())["mean"]
         cell = lambda k: f"{100 * m[k]['miou']:.1f} ± {100 * m[k]['miou_std']:.1f} [{100 * m[k]['miou_ci'][0]:.1f}, {100 * m[k]['miou_ci'][1]:.1f}]"  # noqa: E731
@@ -170,12 +187,12 @@ def _table(dirs: dict, args, pairs: list, fits: dict, chosen: dict) -> list[str]
         how = "; ".join(f"{r}: {i.get('best_step', i['step'])}{' (yes)' if i.get('stopped_early') else ''}" for r, i in fit["runs"].items()) + f" / {fit['minutes'] / fit['fits']:.1f}" if fit else "training-free"
         if row in chosen:
             how += f"; chosen on base-val: `{' '.join(chosen[row]['chosen'])}`"
-        lines.append(f"| {row} | {cell('1')} | {cell('5')} | {100 * m['1']['fb_iou']:.1f} | {100 * m['5']['fb_iou']:.1f} | {how} |")
-    lines += ["", "| A - B (same episodes) | 1-shot mIoU difference [95% paired CI] | 5-shot |", "|---|---|---|"]
+        lines.append(f"| {row} | " + " | ".join(cell(k) for k in shots) + " | " + " | ".join(f"{100 * m[k]['fb_iou']:.1f}" for k in shots) + f" | {how} |")
+    lines += ["", "| A - B (same episodes) | " + " | ".join(f"{k}-shot mIoU difference [95% paired CI]" for k in shots) + " |", "|---|" + "---|" * len(shots)]
     for a, b in pairs:
         r = compare(dirs[a], dirs[b])["shots"]
         each = lambda x: f" (fits: {', '.join(f'{100 * d:+.1f}' for d in x['per_fit'])})" if "per_fit" in x else ""  # noqa: E731
-        lines.append(f"| {a} - {b} | " + " | ".join(f"{100 * r[k]['difference']:+.1f} [{100 * r[k]['ci_low']:+.1f}, {100 * r[k]['ci_high']:+.1f}]{each(r[k])}" for k in ("1", "5")) + " |")
+        lines.append(f"| {a} - {b} | " + " | ".join(f"{100 * r[k]['difference']:+.1f} [{100 * r[k]['ci_low']:+.1f}, {100 * r[k]['ci_high']:+.1f}]{each(r[k])}" for k in shots) + " |")
     lines += ["", f"Folds {args.folds}; mIoU in %, mean over folds of the mean over seeds ± the std over seeds of the fold mean [95% bootstrap CI]."]
     if args.fit_seeds > 1:
         lines.append(

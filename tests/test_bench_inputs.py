@@ -75,3 +75,40 @@ def test_region_maps_bench_says_which_side_each_map_is_high_on(monkeypatch, tmp_
     assert "| qgnet | prior | 1 | 0: 0.000 / 1.000, 1: 0.000 / 1.000 | -1.000 | background |" in out
     assert region_maps.main([str(tmp_path / "nothing")]) == 2
     assert "nothing: no results.json" in capsys.readouterr().err
+
+
+def test_fewshot_table_keeps_overrides_out_of_folds_and_rows_and_checks_rows_first(benches, tmp_path, capsys):
+    """`--folds 0 1 2 eval.shots=[5]` once failed after argparse read the override as a fold; a
+    misspelt row is refused before any shard or prior is built (tmp_path stays empty)."""
+    fewshot_table, _ = benches
+    assert [fewshot_table.is_override(a) for a in ("eval.shots=[5]", "fit.novel_images=background", "--out=x", "0", "qgnet")] == [True, True, False, False, False]
+    with pytest.raises(SystemExit) as err:
+        fewshot_table.main(["--shards", str(tmp_path), "--folds", "0", "1", "eval.shots=[5]", "--rows", "qgnet", "qgnett", "fit.steps=3"])
+    assert err.value.code == 2
+    assert "unknown row(s) ['qgnett']" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fewshot_table_writes_a_table_of_the_one_shot_count_evaluated(benches, tmp_path):
+    """Only 5-shot evaluated (COCO128 folds 0-2): the table has 5-shot columns and differences,
+    computed from the evaluations' own episode counts (it used to fail on a missing '1')."""
+    import json
+    import types
+
+    from glocon.fewshot.evaluate import COUNTS
+
+    fewshot_table, _ = benches
+    dirs = {}
+    for row, fg in (("qgnet", 40), ("proto-imagenet", 20)):  # per episode: class, bg inter/union, fg inter/union
+        d = tmp_path / row
+        d.mkdir()
+        episodes = [[c, 80, 100, fg + c, 60] for c in (1, 2, 3) for _ in range(10)]
+        (d / COUNTS).write_text(json.dumps({"fold0-5shot-seed321": {"classes": [1, 2, 3], "rows": episodes, "sha256": "same"}}))
+        miou = sum((fg + c) / 60 for c in (1, 2, 3)) / 3
+        mean = {"5": {"miou": miou, "miou_std": 0.0, "miou_ci": [miou, miou], "fb_iou": 0.5}}
+        (d / "results.json").write_text(json.dumps({"shots": [5], "folds": {"0": {}}, "seeds": [321], "mean": mean}))
+        dirs[row] = [d]
+    lines = fewshot_table._table(dirs, types.SimpleNamespace(folds=[0], fit_seeds=1), [("qgnet", "proto-imagenet")], {}, {})
+    assert lines[0] == "| model | 5-shot mIoU | 5-shot FB-IoU | fit: kept step (stopped early) / minutes |"
+    assert lines[2].startswith("| qgnet | 70.0 ± 0.0 [70.0, 70.0] | 50.0 | training-free")
+    assert [x for x in lines if x.startswith("| qgnet - proto-imagenet |")] == ["| qgnet - proto-imagenet | +33.3 [+33.3, +33.3] |"]
